@@ -1,0 +1,1 @@
+"""The backend-free core: the engine, its typed decisions and events, sampling."""

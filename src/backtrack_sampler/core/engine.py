@@ -1,0 +1,375 @@
+"""The backtracking engine: the only place where tokens are rewound.
+
+One step of a generation, in the order ``_Generation.events`` runs it:
+
+1. Take the logits of the next position from the cache, or bring the
+   provider's KV cache up to date and evaluate (``_logits_at``).
+2. Let the strategy adjust a copy of them, apply the positional bans, sample
+   (``_choose``); a token queued by ``Rewind(insert=...)`` skips 1-2.
+3. Append the token and ask the strategy: continue, rewind, or stop.
+4. On a rewind: truncate tokens and text, drop bans and cached logits past
+   the rewind point, add the new bans, count it against the budget
+   (``_rewind``). The KV cache is truncated lazily, at the next evaluation.
+5. Emit every token the strategy can no longer rewind (``holdback``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.core.context import GenerationContext
+from backtrack_sampler.core.decisions import Continue, Rewind, Stop
+from backtrack_sampler.core.events import (
+    Event,
+    FinishEvent,
+    FinishReason,
+    GenerationStats,
+    RewindEvent,
+    RewindRefusedEvent,
+    TextEvent,
+)
+from backtrack_sampler.core.sampling import SamplingParams, sample_token
+from backtrack_sampler.core.token_text import TokenText
+from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.strategy.base_strategy import BaseStrategy
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What ``BacktrackSampler.generate_text`` returns."""
+
+    text: str
+    tokens: tuple[int, ...]
+    finish_reason: FinishReason
+    stats: GenerationStats
+    rewinds: tuple[RewindEvent, ...]
+    refusals: tuple[RewindRefusedEvent, ...]
+
+
+class BacktrackSampler:
+    """Generates with a provider while a strategy may rewind and re-sample.
+
+    Example:
+        >>> sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, ["tapestry"]))  # doctest: +SKIP
+        >>> for token in sampler.generate("Once upon a time", max_new_tokens=64):  # doctest: +SKIP
+        ...     print(provider.decode([token]), end="")
+    """
+
+    def __init__(
+        self,
+        provider: BaseProvider,
+        strategy: BaseStrategy | None = None,
+        budget: RewindBudget | None = None,
+    ) -> None:
+        if not isinstance(provider, BaseProvider):
+            raise TypeError(f"provider must be a BaseProvider, got {type(provider).__name__}")
+        if strategy is None:
+            strategy = BaseStrategy()
+        if not isinstance(strategy, BaseStrategy):
+            raise TypeError(f"strategy must be a BaseStrategy, got {type(strategy).__name__}")
+        if strategy.needs_full_logits and not provider.gives_full_logits:
+            raise ValueError(
+                f"{strategy.name} reshapes the whole distribution, but {type(provider).__name__} "
+                "gives only top-k logprobs; use a local provider or another strategy"
+            )
+        self.provider = provider
+        self.strategy = strategy
+        self.budget = budget or RewindBudget()
+
+    def generate(self, prompt: str | Sequence[int], **kwargs) -> Iterator[int]:
+        """Yield generated token ids, each only once no strategy can rewind it.
+
+        Takes the arguments of ``stream``. EOS is not yielded.
+        """
+        events = self.stream(prompt, **kwargs)
+        return (t for event in events if isinstance(event, TextEvent) for t in event.tokens)
+
+    def generate_text(self, prompt: str | Sequence[int], **kwargs) -> GenerationResult:
+        """Run a whole generation; return the final text, tokens, finish reason and stats."""
+        rewinds, refusals = [], []
+        for event in self.stream(prompt, **kwargs):
+            if isinstance(event, RewindEvent):
+                rewinds.append(event)
+            elif isinstance(event, RewindRefusedEvent):
+                refusals.append(event)
+            elif isinstance(event, FinishEvent):
+                return GenerationResult(
+                    event.text, event.tokens, event.reason, event.stats, tuple(rewinds), tuple(refusals)
+                )
+        raise AssertionError("a stream always ends with a FinishEvent")  # pragma: no cover
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        max_length: int | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_k: int = 50,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        seed: int | None = None,
+    ) -> Iterator[Event]:
+        """Yield the typed events of one generation, ending with a ``FinishEvent``.
+
+        Args:
+            prompt: text (special tokens written as text are parsed) or token ids.
+            max_length: the most tokens, prompt included.
+            max_new_tokens: the most generated tokens.
+            temperature: 0 means greedy.
+            top_k: keep the k most likely tokens (0 disables).
+            top_p: nucleus mass in (0, 1].
+            min_p: drop tokens below min_p times the best probability.
+            seed: makes the run reproducible.
+
+        Arguments are checked here, before the first event.
+        """
+        params = SamplingParams(temperature, top_k, top_p, min_p)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        prompt_tokens = self._prompt_tokens(prompt)
+        limit = self._new_token_limit(len(prompt_tokens), max_length, max_new_tokens)
+        run = _Generation(self, prompt_tokens, limit, params, np.random.default_rng(seed))
+        return run.events()
+
+    def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            tokens = self.provider.encode(prompt)
+        elif isinstance(prompt, Sequence) and all(
+            isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompt
+        ):
+            tokens = [int(t) for t in prompt]
+            bad = [t for t in tokens if not 0 <= t < self.provider.vocab_size]
+            if bad:
+                raise ValueError(f"prompt token ids must be in [0, {self.provider.vocab_size}), got {bad[0]}")
+        else:
+            raise TypeError(f"prompt must be a str or a sequence of token ids, got {type(prompt).__name__}")
+        if not tokens:
+            raise ValueError("prompt must not be empty")
+        return tokens
+
+    def _new_token_limit(self, n_prompt: int, max_length: int | None, max_new_tokens: int | None) -> int:
+        limits = []
+        for name, value in (("max_length", max_length), ("max_new_tokens", max_new_tokens)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if max_new_tokens is not None:
+            limits.append(max_new_tokens)
+        if max_length is not None:
+            limits.append(max(0, max_length - n_prompt))
+        context = self.provider.context_length
+        if context is not None:
+            if n_prompt >= context:
+                raise ValueError(
+                    f"prompt has {n_prompt} tokens but the model's context holds {context}; "
+                    "shorten the prompt or load the model with a larger context"
+                )
+            limits.append(context - n_prompt)
+        if not limits:
+            raise ValueError("max_new_tokens or max_length is required: the provider has no context length")
+        return min(limits)
+
+
+class _Generation:
+    """The state of one generation; created fresh by every ``stream`` call."""
+
+    def __init__(
+        self,
+        sampler: BacktrackSampler,
+        prompt: list[int],
+        limit: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+    ) -> None:
+        self.provider, self.strategy, self.budget = sampler.provider, sampler.strategy, sampler.budget
+        self.prompt, self.limit, self.params, self.rng = prompt, limit, params, rng
+        self.tokens: list[int] = []
+        self.text = TokenText(self.provider.token_bytes)
+        self.raw_logits: dict[int, np.ndarray] = {}  # position -> logits, for positions not yet emitted
+        self.bans: dict[int, set[int]] = {}
+        self.rewinds_at: dict[int, int] = {}
+        self.forced: deque[int] = deque()
+        self.kv_valid = 0  # leading positions of the provider's cache that match prompt + tokens
+        self.rewind_limit = self.budget.generation_limit(limit)
+        self.n_rewinds = self.n_rewound = self.n_refused = self.n_evaluated = 0
+        self.ctx = GenerationContext(self.provider, prompt, self.tokens, self.text, self.raw_logits)
+        self.ctx.max_new_tokens = limit
+        self._tail = ""  # U+FFFD for bytes of an unfinished character at the very end
+
+    def events(self) -> Iterator[Event]:
+        started = time.perf_counter()
+        self.strategy.reset()
+        self.raw_logits[0] = self.provider.prefill(self.prompt)
+        self.kv_valid = len(self.prompt)
+        reason: FinishReason = "length"
+        detail = ""
+        eos = self.provider.eos_token_ids
+        max_evaluated = self.budget.max_positions_evaluated
+        while True:
+            position = len(self.tokens)
+            if position >= self.limit:
+                reason = "length"
+                break
+            if max_evaluated is not None and self.n_evaluated >= max_evaluated:
+                reason, detail = "budget", f"evaluated {self.n_evaluated} positions"
+                break
+            if self.forced:
+                token = self.forced.popleft()
+                self.ctx.forced = True
+            else:
+                token, refusal = self._choose(position, self._logits_at(position))
+                self.ctx.forced = False
+                if refusal is not None:
+                    yield refusal
+            self.tokens.append(token)
+            self.text.append(token)
+            decision = self.strategy.on_token(self.ctx, token)
+            if isinstance(decision, Rewind):
+                event = self._rewind(decision)
+                yield event
+                if isinstance(event, RewindEvent):
+                    continue
+            elif isinstance(decision, Stop):
+                if not decision.keep_token:
+                    self._truncate(len(self.tokens) - 1)
+                reason, detail = "stop", decision.reason
+                break
+            elif not isinstance(decision, Continue):
+                raise TypeError(
+                    f"{self.strategy.name}.on_token must return Continue, Rewind or Stop, got {decision!r}"
+                )
+            if token in eos:
+                self._truncate(len(self.tokens) - 1)
+                reason = "eos"
+                break
+            hold = self.strategy.holdback(self.ctx)
+            emitted = self._emit(len(self.tokens) - max(0, hold))
+            if emitted is not None:
+                yield emitted
+        final = self._emit(len(self.tokens), final=True)
+        if final is not None:
+            yield final
+        stats = GenerationStats(
+            prompt_tokens=len(self.prompt),
+            tokens_emitted=len(self.tokens),
+            positions_evaluated=self.n_evaluated,
+            rewinds=self.n_rewinds,
+            tokens_rewound=self.n_rewound,
+            rewinds_refused=self.n_refused,
+            elapsed_s=time.perf_counter() - started,
+        )
+        yield FinishEvent(reason, self.full_text, tuple(self.tokens), stats, detail)
+
+    # -- step 1: logits ---------------------------------------------------------------
+    def _logits_at(self, position: int) -> np.ndarray:
+        logits = self.raw_logits.get(position)
+        if logits is not None:
+            return logits
+        n_prompt = len(self.prompt)
+        target = n_prompt + position
+        start = min(self.kv_valid, target - 1)  # evaluate at least one position for its logits
+        if self.provider.n_past > start:
+            self.provider.rewind(start)
+        if start >= n_prompt:
+            chunk = self.tokens[start - n_prompt : position]
+        else:
+            chunk = self.prompt[start:] + self.tokens[:position]
+        logits = self.provider.forward(chunk)
+        self.n_evaluated += target - max(start, n_prompt)
+        self.kv_valid = target
+        self.raw_logits[position] = logits
+        return logits
+
+    # -- step 2: sampling -------------------------------------------------------------
+    def _choose(self, position: int, raw: np.ndarray) -> tuple[int, RewindRefusedEvent | None]:
+        logits = self.strategy.adjust_logits(self.ctx, raw.copy())
+        banned = self.bans.get(position)
+        if banned:
+            logits[list(banned)] = -np.inf
+        refusal = None
+        if not np.max(logits) > -np.inf:
+            self.n_refused += 1
+            refusal = RewindRefusedEvent(
+                position,
+                "all_banned",
+                "",
+                self.strategy.name,
+                f"every token at position {position} is banned or masked; sampling without the bans",
+            )
+            logits = self.strategy.adjust_logits(self.ctx, raw.copy())
+            if not np.max(logits) > -np.inf:
+                logits = raw
+        return sample_token(logits, self.params, self.rng), refusal
+
+    # -- step 4: rewinding --------------------------------------------------------------
+    def _rewind(self, decision: Rewind) -> RewindEvent | RewindRefusedEvent:
+        name = decision.strategy or self.strategy.name
+        position, length = decision.position, len(self.tokens)
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < length:
+            raise ValueError(
+                f"{name} asked to rewind to position {position!r}; "
+                f"it must be an int in [0, {length - 1}] (the latest token is at {length - 1})"
+            )
+        cause, message = None, ""
+        if position < self.ctx.committed:
+            cause = "already_emitted"
+            message = (
+                f"position {position} was already emitted (first rewindable: {self.ctx.committed}); "
+                f"{name}.holdback() must cover every token it may rewind"
+            )
+        elif self.n_rewinds >= self.rewind_limit:
+            cause, message = "generation_budget", f"the generation's {self.rewind_limit} rewinds are spent"
+        elif self.rewinds_at.get(position, 0) >= self.budget.per_position:
+            cause = "position_budget"
+            message = f"position {position} was rewound {self.budget.per_position} times"
+        if cause is not None:
+            self.n_refused += 1
+            return RewindRefusedEvent(position, cause, decision.reason, name, message)
+        suppressed = tuple(self.tokens[position:])
+        suppressed_text = self.text.text_from(position)
+        self._truncate(position)
+        self.rewinds_at[position] = self.rewinds_at.get(position, 0) + 1
+        self.n_rewinds += 1
+        self.n_rewound += len(suppressed)
+        if decision.ban:
+            self.bans.setdefault(position, set()).update(decision.ban)
+        self.forced = deque(decision.insert)
+        self.strategy.on_rewind(self.ctx, position)
+        return RewindEvent(
+            position, suppressed_text, suppressed, decision.ban, decision.insert, decision.reason, name
+        )
+
+    def _truncate(self, position: int) -> None:
+        """Keep the first ``position`` tokens; forget what depended on the rest."""
+        for later in range(position + 1, len(self.tokens) + 1):
+            self.raw_logits.pop(later, None)
+            self.bans.pop(later, None)
+            self.rewinds_at.pop(later, None)
+        del self.tokens[position:]
+        self.text.truncate(position)
+        self.kv_valid = min(self.kv_valid, len(self.prompt) + position)
+
+    # -- step 5: emitting -------------------------------------------------------------
+    def _emit(self, upto: int, final: bool = False) -> TextEvent | None:
+        start = self.ctx.committed
+        if upto <= start and not final:
+            return None
+        text = "".join(self.text.pieces[start:upto])
+        if final:
+            self._tail = self.text.flush()
+            text += self._tail
+        for position in range(start, upto):
+            self.raw_logits.pop(position, None)
+        self.ctx.committed = max(start, upto)
+        if not text and upto <= start:
+            return None
+        return TextEvent(text, tuple(self.tokens[start:upto]))
+
+    @property
+    def full_text(self) -> str:
+        return self.text.text_from(0) + self._tail

@@ -1,0 +1,124 @@
+"""The interface every model backend implements.
+
+A provider tokenizes, decodes, and evaluates tokens on a KV cache that the
+engine can rewind. The base class keeps the list of tokens held in that cache,
+so a subclass only implements the two primitive operations ``_forward`` and
+``_rewind``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class BaseProvider(ABC):
+    """A model backend whose logits the engine reads and whose KV cache it rewinds.
+
+    Attributes:
+        eos_token_ids: ids that end a generation.
+        context_length: the most positions (prompt included) the model holds,
+            or ``None`` when unbounded.
+        gives_full_logits: ``True`` when ``forward`` returns logits for the whole
+            vocabulary (strategies that reshape the distribution need that).
+    """
+
+    eos_token_ids: frozenset[int] = frozenset()
+    context_length: int | None = None
+    gives_full_logits: bool = True
+
+    def __init__(self) -> None:
+        self._kv_tokens: list[int] = []
+        self._prompt_memo: tuple[list[int], np.ndarray] | None = None
+        self.positions_evaluated = 0
+
+    # -- what a backend implements -------------------------------------------------
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of token ids (the length of a logits vector)."""
+
+    @abstractmethod
+    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text``; special tokens written as text are parsed.
+
+        With ``add_bos`` the model's BOS is prepended if the model wants one
+        and the text does not already start with it; never twice.
+        """
+
+    @abstractmethod
+    def token_bytes(self, token: int) -> bytes:
+        """The UTF-8 bytes that ``token`` contributes to the text (b"" for control tokens)."""
+
+    @abstractmethod
+    def _forward(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append ``tokens`` to the KV cache; return the last position's logits, shape (vocab,), a copy."""
+
+    @abstractmethod
+    def _rewind(self, n_tokens: int) -> None:
+        """Drop every KV position from ``n_tokens`` on."""
+
+    # -- shared behaviour -------------------------------------------------------------
+    @property
+    def eos_token_id(self) -> int | None:
+        """The main EOS id (the smallest), for code written against a single id."""
+        return min(self.eos_token_ids) if self.eos_token_ids else None
+
+    def decode(self, tokens: Sequence[int] | int) -> str:
+        """Text of ``tokens`` (an id or a sequence of ids); invalid UTF-8 becomes U+FFFD."""
+        if isinstance(tokens, (int, np.integer)):
+            tokens = [int(tokens)]
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        """Render chat ``messages`` with the model's template, ending with the assistant turn."""
+        raise NotImplementedError(f"{type(self).__name__} has no chat template")
+
+    @property
+    def n_past(self) -> int:
+        """Number of positions held in the KV cache."""
+        return len(self._kv_tokens)
+
+    def forward(self, tokens: Sequence[int]) -> np.ndarray:
+        """Evaluate ``tokens`` after the cached positions; logits of the last one, shape (vocab,)."""
+        if not tokens:
+            raise ValueError("tokens must not be empty")
+        logits = self._forward(tokens)
+        self._kv_tokens.extend(tokens)
+        self.positions_evaluated += len(tokens)
+        return logits
+
+    def rewind(self, n_tokens: int) -> None:
+        """Keep only the first ``n_tokens`` cached positions."""
+        if not 0 <= n_tokens <= len(self._kv_tokens):
+            raise ValueError(f"n_tokens must be in [0, {len(self._kv_tokens)}], got {n_tokens}")
+        if n_tokens < len(self._kv_tokens):
+            self._rewind(n_tokens)
+            del self._kv_tokens[n_tokens:]
+
+    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        """Make the cache hold exactly ``tokens``, reusing the longest cached prefix.
+
+        Returns the logits of the position after ``tokens``. Backends compute
+        slightly different logits for a position evaluated alone than within a
+        batch, so the logits of the last prompt are memoized: running the same
+        prompt again reuses its cache and gives bit-identical results.
+        """
+        if not tokens:
+            raise ValueError("the prompt must hold at least one token")
+        tokens = list(tokens)
+        n = len(tokens)
+        common = 0
+        for cached, wanted in zip(self._kv_tokens, tokens, strict=False):
+            if cached != wanted:
+                break
+            common += 1
+        if common == n and self._prompt_memo is not None and self._prompt_memo[0] == tokens:
+            self.rewind(n)
+            return self._prompt_memo[1].copy()
+        self.rewind(min(common, n - 1))  # re-evaluate at least one position for its logits
+        logits = self.forward(tokens[self.n_past :])
+        self._prompt_memo = (tokens, logits.copy())
+        return logits

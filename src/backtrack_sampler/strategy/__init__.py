@@ -1,0 +1,1 @@
+"""Strategies: when to backtrack, how far, and how to change the logits."""

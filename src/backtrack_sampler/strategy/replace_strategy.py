@@ -1,0 +1,107 @@
+"""Replace: when a text appears, rewind it and force another text in its place."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from backtrack_sampler.core.context import GenerationContext
+from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
+from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.strategy._text_window import holdback_for_chars, recent_window
+from backtrack_sampler.strategy.base_strategy import BaseStrategy
+
+
+class ReplaceStrategy(BaseStrategy):
+    r"""Replace each occurrence of a ``find`` text with ``replace`` (e.g. "</think>" -> "\\nWait, but").
+
+    A replacement happens only when every gate passes: fewer than
+    ``max_replacements`` so far; the found text begins within the first
+    ``max_new_tokens_for_replace`` generated tokens and not before token
+    ``skip_tokens``; its first token had probability at most ``max_prob``.
+    Text inside an inserted replacement is never matched again, so a
+    replacement that contains the find text cannot loop.
+    """
+
+    def __init__(
+        self,
+        provider: BaseProvider,
+        find: Sequence[str],
+        replace: str,
+        max_replacements: int = 1,
+        max_new_tokens_for_replace: int | None = None,
+        skip_tokens: int = 0,
+        max_prob: float = 1.0,
+    ) -> None:
+        if isinstance(find, str):
+            find = [find]
+        if not find or not all(isinstance(f, str) and f for f in find):
+            raise ValueError(f"find must be a list of non-empty strings, got {find!r}")
+        if not isinstance(replace, str):
+            raise TypeError(f"replace must be a string, got {type(replace).__name__}")
+        for name, value in (("max_replacements", max_replacements), ("skip_tokens", skip_tokens)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        limit = max_new_tokens_for_replace
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"max_new_tokens_for_replace must be an integer >= 0 or None, got {limit!r}")
+        if not 0 < max_prob <= 1:
+            raise ValueError(f"max_prob must be in (0, 1], got {max_prob!r}")
+        self.provider = provider
+        self.find = list(find)
+        self.replace = replace
+        self.max_replacements = max_replacements
+        self.max_new_tokens_for_replace = max_new_tokens_for_replace
+        self.skip_tokens = skip_tokens
+        self.max_prob = max_prob
+        self.longest = max(len(f) for f in self.find)
+        self.reset()
+
+    def reset(self) -> None:
+        self.replacements = 0
+        self._protected_until = 0  # chars before this offset were inserted by us (or precede them)
+
+    def _gates_pass(self, ctx: GenerationContext, position: int) -> bool:
+        if self.replacements >= self.max_replacements or position < self.skip_tokens:
+            return False
+        limit = self.max_new_tokens_for_replace
+        if limit is not None and position >= limit:
+            return False
+        if self.max_prob < 1:
+            logprob = ctx.logprob(position)
+            if logprob is None or logprob > math.log(self.max_prob):
+                return False
+        return True
+
+    def on_token(self, ctx: GenerationContext, token: int) -> Decision:
+        if self.replacements >= self.max_replacements:
+            return CONTINUE
+        text, offset, new_from = recent_window(ctx, self.longest)
+        matches = sorted(
+            (offset + i, f) for f in self.find for i in _find_all(text, f) if offset + i + len(f) > new_from
+        )
+        for start, found in matches:
+            if start < self._protected_until:
+                continue
+            position = ctx.token_at_char(start)
+            if not self._gates_pass(ctx, position):
+                continue
+            kept = ctx.text_from(position)[: start - ctx.char_start(position)]
+            self.replacements += 1
+            self._protected_until = start + len(self.replace)
+            insert = tuple(self.provider.encode(kept + self.replace, add_bos=False))
+            return Rewind(position, insert=insert, reason=f"replaced {found!r}")
+        return CONTINUE
+
+    def holdback(self, ctx: GenerationContext) -> int:
+        if self.replacements >= self.max_replacements:
+            return 0
+        return holdback_for_chars(ctx, self.longest - 1)
+
+
+def _find_all(text: str, needle: str) -> list[int]:
+    found, i = [], text.find(needle)
+    while i != -1:
+        found.append(i)
+        i = text.find(needle, i + 1)
+    return found
