@@ -41,6 +41,7 @@ class LlamacppProvider(BaseProvider):
         eog = {t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)}
         self.eos_token_ids = frozenset(eog or {llm.token_eos()})
         self._bos = llm.token_bos()
+        self._wants_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self._bytes: list[bytes | None] = [None] * self._n_vocab
 
     @property
@@ -48,9 +49,9 @@ class LlamacppProvider(BaseProvider):
         return self._n_vocab
 
     def encode(self, text: str, add_bos: bool = True) -> list[int]:
-        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
-        if len(tokens) >= 2 and tokens[0] == tokens[1] == self._bos:
-            tokens = tokens[1:]  # the text began with BOS and the tokenizer added another
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if add_bos and self._wants_bos and self._bos >= 0 and tokens[:1] != [self._bos]:
+            tokens.insert(0, self._bos)
         return tokens
 
     def token_bytes(self, token: int) -> bytes:
