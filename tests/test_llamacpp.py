@@ -114,7 +114,7 @@ def test_seed_llamacpp_example_runs_as_written():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     text, _, duration = out.stdout.rpartition("\nDuration: ")
-    assert len(text.split()) >= 20 and duration.strip().endswith("seconds")
+    assert text.strip() and duration.strip().endswith("seconds")
 
 
 def test_rewind_events_report_suppressed_text(provider, story_tokens):

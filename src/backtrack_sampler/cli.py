@@ -407,10 +407,6 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def _or(value, default):
-    return default if value is None else value
-
-
 def _ask_stdin(prompt: str) -> str:
     """Ask on stderr, read the answer from stdin (stdout carries only the generated text)."""
     sys.stderr.write(prompt)
@@ -421,29 +417,39 @@ def _ask_stdin(prompt: str) -> str:
     return line
 
 
+def _given(args: argparse.Namespace, **params: str) -> dict:
+    """``{parameter: args.<dest>}`` for the options the user gave; the others keep the library's defaults."""
+    values = {param: getattr(args, dest) for param, dest in params.items()}
+    return {param: value for param, value in values.items() if value is not None}
+
+
 _STRATEGY_BUILDERS: dict[str, Callable[[argparse.Namespace, BaseProvider], BaseStrategy]] = {
     "antislop": lambda a, p: AntiSlopStrategy(p, a.ban, ignore_case=not a.ban_case_sensitive),
     "creative": lambda a, p: CreativeWritingStrategy(
-        p, _or(a.top_p_flat, 0.65), _or(a.top_k_threshold_flat, 9), _or(a.eos_penalty, 0.8)
+        p,
+        **_given(
+            a, top_p_flat="top_p_flat", top_k_threshold_flat="top_k_threshold_flat", eos_penalty="eos_penalty"
+        ),
     ),
-    "debug": lambda a, p: DebugStrategy(p, top_k=_or(a.debug_top_k, 5), out=sys.stderr),
+    "debug": lambda a, p: DebugStrategy(p, out=sys.stderr, **_given(a, top_k="debug_top_k")),
     "human": lambda a, p: HumanGuidanceStrategy(
         p,
-        top_k=_or(a.choices, 3),
-        min_autopass=_or(a.min_autopass, 1.0),
-        max_back=_or(a.max_back, 8),
         ask=_ask_stdin,
         out=sys.stderr,
+        **_given(a, top_k="choices", min_autopass="min_autopass", max_back="max_back"),
     ),
-    "adaptive": lambda a, p: AdaptiveTemperatureStrategy(_or(a.poly_coeffs, DEFAULT_POLY_COEFFS)),
+    "adaptive": lambda a, p: AdaptiveTemperatureStrategy(**_given(a, poly_coeffs="poly_coeffs")),
     "replace": lambda a, p: ReplaceStrategy(
         p,
         a.find,
         a.replace,
-        max_replacements=_or(a.max_replacements, 1),
-        max_new_tokens_for_replace=a.replace_within,
-        skip_tokens=_or(a.skip_tokens, 0),
-        max_prob=_or(a.max_prob, 1.0),
+        **_given(
+            a,
+            max_replacements="max_replacements",
+            max_new_tokens_for_replace="replace_within",
+            skip_tokens="skip_tokens",
+            max_prob="max_prob",
+        ),
     ),
 }
 
@@ -564,10 +570,7 @@ def run_generate(args: argparse.Namespace) -> int:
     prompt = read_prompt(args, sys.stdin)
     check_prompt_options(args)
     names = strategy_names(args)
-    budget = RewindBudget(
-        per_position=_or(args.rewinds_per_position, RewindBudget.per_position),
-        per_generation=args.max_rewinds,
-    )
+    budget = RewindBudget(**_given(args, per_position="rewinds_per_position", per_generation="max_rewinds"))
     provider = load_provider(args)
     strategy = build_strategy(names, args, provider)
     sampler = BacktrackSampler(provider, strategy, budget)
