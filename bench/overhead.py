@@ -1,4 +1,4 @@
-"""Overhead of the engine: tokens/s of ``generate`` with no strategy against llama.cpp's own ``create_completion``.
+"""Engine overhead: tokens/s of ``generate`` (no strategy) against llama.cpp's ``create_completion``.
 
 Both run greedy on the same prompt, in the same process, interleaved, several
 times; the script prints the median tokens/s of each and their ratio.
@@ -9,6 +9,7 @@ times; the script prints the median tokens/s of each and their ratio.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -35,7 +36,8 @@ def time_ours(llm, provider: LlamacppProvider, tokens: list[int], n: int) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", default=None)
@@ -44,7 +46,8 @@ def main() -> None:
     provider = LlamacppProvider(llm)
     tokens = provider.encode(PROMPT)
     time_raw(llm, tokens, 16)  # warm up
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
+    cpu = platform.processor() or "cpu"
+    print(f"machine: {platform.machine()}, {cpu}, {os.cpu_count()} cores, python {platform.python_version()}")
     print("| new tokens | raw tok/s | generate tok/s | ratio |")
     print("|---:|---:|---:|---:|")
     for n in args.lengths:

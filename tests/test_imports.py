@@ -20,4 +20,5 @@ def test_seed_import_paths():
     from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, CreativeWritingStrategy
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
-    assert all(callable(c) for c in (BacktrackSampler, AntiSlopStrategy, CreativeWritingStrategy, LlamacppProvider))
+    names = (BacktrackSampler, AntiSlopStrategy, CreativeWritingStrategy, LlamacppProvider)
+    assert all(callable(c) for c in names)

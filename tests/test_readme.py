@@ -61,7 +61,10 @@ def test_custom_strategy_erases_doubled_words_on_a_scripted_model():
 @pytest.mark.llamacpp
 def test_custom_strategy_example_runs_on_the_embedded_model(llm):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "custom_strategy.py")], capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "examples" / "custom_strategy.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(out.stdout.split()) >= 10
