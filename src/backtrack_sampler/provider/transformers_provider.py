@@ -17,7 +17,7 @@ from backtrack_sampler.provider.base_provider import BaseProvider
 
 def _byte_level_alphabet() -> dict[str, int]:
     """The inverse of GPT-2's bytes-to-unicode table: printable char -> byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = {*range(33, 127), *range(161, 173), *range(174, 256)}  # "!".."~", "¡".."¬", "®".."ÿ"
     chars, extra = {}, 0
     for byte in range(256):
         if byte in printable:
