@@ -26,3 +26,20 @@ def provider(llm):
 
     llm.reset()
     return LlamacppProvider(llm)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm(smollm_path):
+    """The embedded GGUF loaded by transformers (dequantized to float32)."""
+    pytest.importorskip("transformers", reason="transformers is not installed (extra: transformers)")
+    from backtrack_sampler.models import load_transformers
+
+    return load_transformers(smollm_path)
+
+
+@pytest.fixture()
+def hf_provider(hf_smollm):
+    from backtrack_sampler.provider.transformers_provider import TransformersProvider
+
+    model, tokenizer = hf_smollm
+    return TransformersProvider(model, tokenizer)

@@ -276,9 +276,7 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     )
 
     g = p.add_argument_group("antislop: erase banned phrases and write something else")
-    g.add_argument(
-        "--ban", action="append", type=_non_empty, metavar="PHRASE", help="a phrase to ban (repeatable)"
-    )
+    g.add_argument("--ban", action="append", type=_non_empty, metavar="PHRASE", help="a phrase to ban (repeatable)")
     g.add_argument(
         "--ban-case-sensitive",
         action="store_true",
@@ -332,13 +330,9 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     )
 
     g = p.add_argument_group("replace: when a text appears, rewind it and force another in its place")
-    g.add_argument(
-        "--find", action="append", type=_non_empty, metavar="TEXT", help="a text to replace (repeatable)"
-    )
+    g.add_argument("--find", action="append", type=_non_empty, metavar="TEXT", help="a text to replace (repeatable)")
     g.add_argument("--replace", metavar="TEXT", help="what to write instead")
-    g.add_argument(
-        "--max-replacements", type=_int_at_least(0), metavar="N", help="replacements allowed (default: 1)"
-    )
+    g.add_argument("--max-replacements", type=_int_at_least(0), metavar="N", help="replacements allowed (default: 1)")
     g.add_argument(
         "--skip-tokens",
         type=_int_at_least(0),
@@ -393,9 +387,7 @@ def strategy_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def build_strategy(
-    names: Sequence[str], args: argparse.Namespace, provider: BaseProvider
-) -> BaseStrategy | None:
+def build_strategy(names: Sequence[str], args: argparse.Namespace, provider: BaseProvider) -> BaseStrategy | None:
     """One strategy per name (a ``ChainStrategy`` when there are several); ``None`` for no strategy."""
     strategies = [_STRATEGY_BUILDERS[name](args, provider) for name in names]
     if not strategies:
@@ -427,9 +419,7 @@ _STRATEGY_BUILDERS: dict[str, Callable[[argparse.Namespace, BaseProvider], BaseS
     "antislop": lambda a, p: AntiSlopStrategy(p, a.ban, ignore_case=not a.ban_case_sensitive),
     "creative": lambda a, p: CreativeWritingStrategy(
         p,
-        **_given(
-            a, top_p_flat="top_p_flat", top_k_threshold_flat="top_k_threshold_flat", eos_penalty="eos_penalty"
-        ),
+        **_given(a, top_p_flat="top_p_flat", top_k_threshold_flat="top_k_threshold_flat", eos_penalty="eos_penalty"),
     ),
     "debug": lambda a, p: DebugStrategy(p, out=sys.stderr, **_given(a, top_k="debug_top_k")),
     "human": lambda a, p: HumanGuidanceStrategy(

@@ -240,9 +240,7 @@ class _Generation:
                 reason, detail = "stop", decision.reason
                 break
             elif not isinstance(decision, Continue):
-                raise TypeError(
-                    f"{self.strategy.name}.on_token must return Continue, Rewind or Stop, got {decision!r}"
-                )
+                raise TypeError(f"{self.strategy.name}.on_token must return Continue, Rewind or Stop, got {decision!r}")
             if token in eos:
                 self._truncate(len(self.tokens) - 1)
                 reason = "eos"
@@ -340,9 +338,7 @@ class _Generation:
             self.bans.setdefault(position, set()).update(decision.ban)
         self.forced = deque(decision.insert)
         self.strategy.on_rewind(self.ctx, position)
-        return RewindEvent(
-            position, suppressed_text, suppressed, decision.ban, decision.insert, decision.reason, name
-        )
+        return RewindEvent(position, suppressed_text, suppressed, decision.ban, decision.insert, decision.reason, name)
 
     def _truncate(self, position: int) -> None:
         """Keep the first ``position`` tokens; forget what depended on the rest."""

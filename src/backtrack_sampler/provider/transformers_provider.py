@@ -7,6 +7,7 @@ processors), computed for one row only (``logits_to_keep=1``).
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,9 @@ class TransformersProvider(BaseProvider):
         model: a ``transformers`` causal LM (``AutoModelForCausalLM``).
         tokenizer: its tokenizer.
         device: where to run (``torch.device('cuda')`` in the seed); default:
-            the model's device. The model is moved there if needed.
+            the model's device. The model is moved there if needed; CUDA
+            asked for on a machine without it falls back to the CPU, with a
+            warning.
     """
 
     def __init__(self, model: Any, tokenizer: Any, device: Any = None) -> None:
@@ -44,6 +47,9 @@ class TransformersProvider(BaseProvider):
         super().__init__()
         self._torch = torch
         self.device = torch.device(device) if device is not None else model.device
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            warnings.warn("device is cuda but CUDA is not available; running on the CPU", stacklevel=2)
+            self.device = torch.device("cpu")
         if model.device != self.device:
             model = model.to(self.device)
         self.model = model.eval()
@@ -92,6 +98,7 @@ class TransformersProvider(BaseProvider):
         return tokens
 
     def token_bytes(self, token: int) -> bytes:
+        token = int(token)
         piece = self._bytes.get(token)
         if piece is None:
             piece = self._bytes[token] = self._token_bytes(token)
@@ -125,5 +132,5 @@ class TransformersProvider(BaseProvider):
     def _rewind(self, n_tokens: int) -> None:
         if n_tokens == 0:
             self._cache = self._new_cache()
-        else:
-            self._cache.crop(n_tokens)
+        else:  # a negative count removes that many positions (transformers 4 and 5 alike)
+            self._cache.crop(n_tokens - len(self._kv_tokens))
