@@ -104,9 +104,7 @@ def test_system_message_goes_through_the_chat_template(library):
     system = "You are a pirate. Answer like one."
     expected = greedy(chat(provider, PROMPT, system))
 
-    done = run_cli(
-        PROMPT, "--system", system, "-q", "--temperature", "0", "--max-new-tokens", str(N_TOKENS), *THREADS
-    )
+    done = run_cli(PROMPT, "--system", system, "-q", "--temperature", "0", "--max-new-tokens", str(N_TOKENS), *THREADS)
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected.text + "\n"
@@ -258,9 +256,7 @@ def test_human_strategy_cannot_read_the_prompt_from_stdin():
 
 def test_build_strategy_passes_options_and_chains():
     provider = scripted()
-    args = parse(
-        "--strategy", "creative", "--top-p-flat", "0.5", "--ban", "x", "--find", "a", "--replace", "b"
-    )
+    args = parse("--strategy", "creative", "--top-p-flat", "0.5", "--ban", "x", "--find", "a", "--replace", "b")
     strategy = cli.build_strategy(cli.strategy_names(args), args, provider)
 
     assert isinstance(strategy, ChainStrategy)
@@ -302,15 +298,11 @@ def test_render_streams_text_rewinds_and_summary():
     sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, ["a"]))
     out, err = io.StringIO(), io.StringIO()
 
-    finish = cli.render(
-        sampler.stream("c", max_new_tokens=3, temperature=0), out, err, show_rewinds=True, quiet=False
-    )
+    finish = cli.render(sampler.stream("c", max_new_tokens=3, temperature=0), out, err, show_rewinds=True, quiet=False)
 
     assert out.getvalue() == "bbb\n" == finish.text + "\n"
     lines = err.getvalue().splitlines()
-    assert lines[:3] == [
-        f"[rewind] position {i}: erased 'a' (banned phrase 'a'; AntiSlopStrategy)" for i in range(3)
-    ]
+    assert lines[:3] == [f"[rewind] position {i}: erased 'a' (banned phrase 'a'; AntiSlopStrategy)" for i in range(3)]
     assert lines[3].startswith("finished (length) | 3 tokens | 3 rewinds | ")
     assert len(lines) == 4
 
@@ -324,3 +316,23 @@ def test_render_quiet_without_rewinds():
 
     assert out.getvalue() == "bb\n"
     assert err.getvalue() == ""
+
+
+@pytest.mark.transformers
+def test_transformers_backend_with_a_model_directory(hf_provider):
+    pytest.importorskip("transformers")
+    prompt = "Write a haiku about the sea."
+    expected = BacktrackSampler(hf_provider).generate_text(
+        hf_provider.apply_chat_template([{"role": "user", "content": prompt}]), max_new_tokens=N_TOKENS, temperature=0
+    )
+    directory = models.embedded_hf_dir()
+    out = run_cli(prompt, "--backend", "transformers", "--model", str(directory), "--temperature", "0",
+                  "--max-new-tokens", str(N_TOKENS), "--quiet")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == expected.text + "\n"
+
+
+def test_llamacpp_backend_refuses_a_directory(tmp_path, capsys):
+    assert cli.main(["generate", "Hi", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "directory" in err and "Traceback" not in err

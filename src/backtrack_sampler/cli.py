@@ -80,6 +80,7 @@ examples:
   backtrack-sampler generate "Name a color" --strategy debug --max-new-tokens 5 --temperature 0
   echo "Once upon a time" | backtrack-sampler generate - --raw --temperature 0 --max-new-tokens 40
   backtrack-sampler generate "Hello" --model ./other-model.gguf --n-ctx 4096
+  backtrack-sampler generate "Hello" --backend transformers --model ./my-hf-model-dir
 
 The generated text goes to stdout (followed by one newline); rewinds, menus,
 debug output and the summary go to stderr. Exit status: 0 on success, 2 on a
@@ -164,7 +165,7 @@ def _coefficients(text: str) -> tuple[float, ...]:
 
 def _model_file(text: str) -> Path:
     path = Path(text).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise argparse.ArgumentTypeError(f"file not found: {text!r}")
     return path
 
@@ -200,7 +201,18 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", metavar="PROMPT", help='the prompt; "-" reads it from stdin')
 
     g = p.add_argument_group("model and prompt")
-    g.add_argument("--model", type=_model_file, metavar="PATH.gguf", help="a GGUF model (default: SmolLM2)")
+    g.add_argument(
+        "--backend",
+        choices=("llamacpp", "transformers"),
+        default="llamacpp",
+        help="llama.cpp (default) or Hugging Face transformers (extra: transformers)",
+    )
+    g.add_argument(
+        "--model",
+        type=_model_file,
+        metavar="PATH",
+        help="a .gguf file, or a local model directory with --backend transformers (default: SmolLM2)",
+    )
     g.add_argument(
         "--n-ctx",
         type=_int_at_least(0),
@@ -517,7 +529,7 @@ def check_prompt_options(args: argparse.Namespace) -> None:
 
 
 def load_provider(args: argparse.Namespace) -> BaseProvider:
-    """Load the model (``--model`` or the embedded one) into a ``LlamacppProvider``; imports llama_cpp."""
+    """Load the model (``--model`` or the embedded one) for ``--backend``; imports the backend."""
     if args.model is not None:
         path = args.model
     else:
@@ -528,6 +540,10 @@ def load_provider(args: argparse.Namespace) -> BaseProvider:
             if models.INSTALL_HINT not in message:
                 message += f"; install it with: {models.INSTALL_HINT}"
             raise CliError(message) from None
+    if args.backend == "transformers":
+        return _load_transformers(path)
+    if path.is_dir():
+        raise CliError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
     try:
         from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
@@ -541,6 +557,21 @@ def load_provider(args: argparse.Namespace) -> BaseProvider:
     except ValueError as exc:
         raise CliError(f"argument --model: cannot load {str(path)!r}: {exc}") from None
     return LlamacppProvider(llm)
+
+
+def _load_transformers(path: Path) -> BaseProvider:
+    try:
+        from backtrack_sampler.provider.transformers_provider import TransformersProvider
+
+        model, tokenizer = models.load_transformers(path)
+    except ImportError as exc:
+        raise CliError(
+            f"transformers and torch are needed for --backend transformers ({exc}); "
+            "install them with: pip install torch 'backtrack_sampler[transformers]'"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"argument --model: cannot load {str(path)!r} with transformers: {_one_line(exc)}") from None
+    return TransformersProvider(model, tokenizer)
 
 
 def format_prompt(provider: BaseProvider, prompt: str, args: argparse.Namespace) -> str:
