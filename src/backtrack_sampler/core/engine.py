@@ -10,7 +10,8 @@ One step of a generation, in the order ``_Generation.events`` runs it:
 4. On a rewind: truncate tokens and text, drop bans and cached logits past
    the rewind point, add the new bans, count it against the budget
    (``_rewind``). The KV cache is truncated lazily, at the next evaluation.
-5. Emit every token the strategy can no longer rewind (``holdback``).
+5. Emit every token the strategy can no longer rewind (``commit_boundary``,
+   which by default follows ``holdback``).
 """
 
 from __future__ import annotations
@@ -245,8 +246,7 @@ class _Generation:
                 self._truncate(len(self.tokens) - 1)
                 reason = "eos"
                 break
-            hold = self.strategy.holdback(self.ctx)
-            emitted = self._emit(len(self.tokens) - max(0, hold))
+            emitted = self._emit(self.strategy.commit_boundary(self.ctx, len(self.tokens)))
             if emitted is not None:
                 yield emitted
         final = self._emit(len(self.tokens), final=True)
@@ -353,8 +353,12 @@ class _Generation:
     # -- step 5: emitting -------------------------------------------------------------
     def _emit(self, upto: int, final: bool = False) -> TextEvent | None:
         start = self.ctx.committed
-        if upto <= start and not final:
-            return None
+        if not final:
+            # A character still being spelled can begin a match: keep its tokens.
+            while upto > start and self.text.ends_mid_character(upto - 1):
+                upto -= 1
+            if upto <= start:
+                return None
         text = "".join(self.text.pieces[start:upto])
         if final:
             self._tail = self.text.flush()

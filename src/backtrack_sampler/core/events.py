@@ -14,8 +14,9 @@ class GenerationStats:
     """Counters of one generation.
 
     ``positions_evaluated`` counts generated positions fed to the model (the
-    prompt is counted apart in ``prompt_tokens``); with no rewinds it equals
-    ``tokens_emitted`` (the last sampled token is never fed).
+    prompt is counted apart in ``prompt_tokens``). With no rewinds it equals
+    ``tokens_emitted`` when the generation ends on EOS, else
+    ``tokens_emitted - 1``: the last token is never fed.
     """
 
     prompt_tokens: int

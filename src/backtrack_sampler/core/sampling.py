@@ -3,12 +3,11 @@
 The pipeline, in the order the code runs it:
 
 1. ``temperature == 0``: greedy, the argmax of the (already banned) logits.
-2. Divide the logits by ``temperature``.
-3. ``top_k``: keep the k largest logits (0 disables it).
-4. Softmax over the kept candidates.
-5. ``top_p``: keep the smallest set of candidates whose mass reaches top_p.
-6. ``min_p``: drop candidates whose probability is below min_p times the best.
-7. Draw one candidate with the run's random generator.
+2. ``top_k``: keep the k largest logits (0 disables it).
+3. Softmax of the kept logits divided by ``temperature``.
+4. ``top_p``: keep the smallest set of candidates whose mass reaches top_p.
+5. ``min_p``: drop candidates whose probability is below min_p times the best.
+6. Draw one candidate with the run's random generator.
 """
 
 from __future__ import annotations
@@ -61,13 +60,14 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
         candidates = np.argpartition(logits, -k)[-k:]
     else:
         candidates = np.arange(logits.shape[0])
-    scores = logits[candidates].astype(np.float64) / params.temperature
+    scores = logits[candidates].astype(np.float64)
     order = np.argsort(-scores, kind="stable")
     candidates, scores = candidates[order], scores[order]
     finite = np.isfinite(scores)
     if not finite.all():
         candidates, scores = candidates[finite], scores[finite]
-    probs = np.exp(scores - scores[0])
+    # Subtract the best before dividing: a tiny temperature cannot overflow.
+    probs = np.exp((scores - scores[0]) / params.temperature)
     probs /= probs.sum()
     keep = probs.shape[0]
     if params.top_p is not None and params.top_p < 1:

@@ -47,6 +47,10 @@ class TokenText:
         del self._pending[n_tokens:], self._states[n_tokens:]
         self._decoder.setstate(self._states[-1] if self._states else (b"", 0))
 
+    def ends_mid_character(self, position: int) -> bool:
+        """Whether token ``position`` left bytes of a character that a later token completes."""
+        return self._pending[position]
+
     def flush(self) -> str:
         """Characters of a trailing incomplete sequence (as U+FFFD), at the very end."""
         return self._decoder.decode(b"", final=True)

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.provider.base_provider import BaseProvider
-from backtrack_sampler.strategy._text_window import holdback_for_chars, recent_window
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
+from backtrack_sampler.strategy.phrase_automaton import PhraseAutomaton
+from backtrack_sampler.strategy.phrase_tracker import PhraseTracker
 
 
 class AntiSlopStrategy(BaseStrategy):
     """Ban phrases: when one appears in the text, rewind to the token where it began and ban it there.
 
-    Matching is on text, so every tokenization of a phrase is caught
-    (" tapestry" and " tap" + "estry" alike).
+    Matching is on the decoded text, so every tokenization of a phrase is
+    caught (" tapestry" and " tap" + "estry" alike). An Aho-Corasick automaton
+    advanced by each new character keeps the per-token cost independent of
+    the number of phrases and of the text length, and holds back only the
+    text that could still grow into a phrase.
 
     Args:
         provider: the provider the sampler uses.
         slops: the phrases to ban.
-        ignore_case: match case-insensitively (default).
+        ignore_case: match case-insensitively (Unicode case folding; default).
 
     Example:
         >>> strategy = AntiSlopStrategy(provider, ["tapestry", "I cannot"])  # doctest: +SKIP
@@ -30,26 +33,30 @@ class AntiSlopStrategy(BaseStrategy):
     def __init__(self, provider: BaseProvider, slops: Iterable[str], ignore_case: bool = True) -> None:
         if isinstance(slops, str):
             raise TypeError(f"slops must be a list of phrases, got the string {slops!r}")
-        phrases = [p for p in slops]
+        phrases = list(slops)
         for phrase in phrases:
             if not isinstance(phrase, str) or not phrase:
                 raise ValueError(f"each slop must be a non-empty string, got {phrase!r}")
         self.provider = provider
         self.slops = phrases
-        self.longest = max((len(p) for p in phrases), default=0)
-        alternatives = "|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True))
-        self._pattern = re.compile(alternatives, re.IGNORECASE if ignore_case else 0) if phrases else None
+        self.tracker = PhraseTracker(PhraseAutomaton(phrases, ignore_case))
+
+    def reset(self) -> None:
+        self.tracker.reset()
 
     def on_token(self, ctx: GenerationContext, token: int) -> Decision:
-        if self._pattern is None:
+        matches = self.tracker.feed(ctx)
+        if not matches:
             return CONTINUE
-        text, offset, new_from = recent_window(ctx, self.longest)
-        for match in self._pattern.finditer(text):
-            if offset + match.end() > new_from:
-                position = ctx.token_at_char(offset + match.start())
-                reason = f"banned phrase {match.group()!r}"
-                return Rewind(position, ban=(ctx.tokens[position],), reason=reason)
-        return CONTINUE
+        start, phrase = min(matches)
+        position = ctx.token_at_char(start)
+        return Rewind(position, ban=(ctx.tokens[position],), reason=f"banned phrase {phrase!r}")
+
+    def on_rewind(self, ctx: GenerationContext, position: int) -> None:
+        self.tracker.truncate(position)
 
     def holdback(self, ctx: GenerationContext) -> int:
-        return holdback_for_chars(ctx, self.longest - 1)
+        return len(ctx.tokens) - self.commit_boundary(ctx, len(ctx.tokens))
+
+    def commit_boundary(self, ctx: GenerationContext, upto: int) -> int:
+        return self.tracker.commit_boundary(upto)

@@ -8,7 +8,9 @@ A strategy has four optional hooks, all called by the engine:
 - ``on_token(ctx, token)`` after each token is sampled (it is already
   ``ctx.tokens[-1]``): return ``Continue()``, ``Rewind(...)`` or ``Stop(...)``.
 - ``holdback(ctx)``: how many trailing generated tokens this strategy may still
-  rewind; the engine holds back only those and emits the rest.
+  rewind; the engine holds back only those and emits the rest. (Strategies
+  whose safe emit points are specific positions override
+  ``commit_boundary(ctx, upto)`` instead.)
 - ``on_rewind(ctx, position)`` after the engine rewound to ``position``
   (for strategies that keep incremental state), and ``reset()`` before each
   generation.
@@ -57,3 +59,11 @@ class BaseStrategy(ABC):  # noqa: B024 - every hook is optional
     def holdback(self, ctx: GenerationContext) -> int:
         """How many trailing generated tokens this strategy may still rewind (0: none)."""
         return 0
+
+    def commit_boundary(self, ctx: GenerationContext, upto: int) -> int:
+        """The largest position <= ``upto`` before which the engine may emit every token.
+
+        The default follows ``holdback``. A strategy may return a smaller
+        position, never a larger one than ``upto``.
+        """
+        return min(upto, len(ctx.tokens) - max(0, self.holdback(ctx)))

@@ -18,7 +18,7 @@ class ChainStrategy(BaseStrategy):
     When several ask to rewind after the same token, the deepest rewind wins
     (bans of equally deep rewinds are merged); a stop counts only when nobody
     rewinds. Every strategy is told about the rewind, so all see the state
-    after it. The chain holds back as much as its greediest member.
+    after it. The chain emits only up to a boundary that every member accepts.
     """
 
     def __init__(self, strategies: Sequence[BaseStrategy]) -> None:
@@ -71,4 +71,13 @@ class ChainStrategy(BaseStrategy):
             strategy.on_rewind(ctx, position)
 
     def holdback(self, ctx: GenerationContext) -> int:
-        return max(s.holdback(ctx) for s in self.strategies)
+        return len(ctx.tokens) - self.commit_boundary(ctx, len(ctx.tokens))
+
+    def commit_boundary(self, ctx: GenerationContext, upto: int) -> int:
+        # A boundary one member accepts may not suit another (a phrase prefix
+        # may be open there): lower it until every member accepts it.
+        while True:
+            lowest = min(s.commit_boundary(ctx, upto) for s in self.strategies)
+            if lowest == upto:
+                return upto
+            upto = lowest

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.provider.base_provider import BaseProvider
-from backtrack_sampler.strategy._text_window import holdback_for_chars, recent_window
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
+from backtrack_sampler.strategy.phrase_automaton import PhraseAutomaton
+from backtrack_sampler.strategy.phrase_tracker import PhraseTracker
 
 
 class ReplaceStrategy(BaseStrategy):
@@ -54,12 +55,14 @@ class ReplaceStrategy(BaseStrategy):
         self.max_new_tokens_for_replace = max_new_tokens_for_replace
         self.skip_tokens = skip_tokens
         self.max_prob = max_prob
-        self.longest = max(len(f) for f in self.find)
+        self.tracker = PhraseTracker(PhraseAutomaton(self.find, ignore_case=False))
         self.reset()
 
     def reset(self) -> None:
         self.replacements = 0
         self._protected_until = 0  # chars before this offset were inserted by us (or precede them)
+        self._asked: tuple[int, int] | None = None  # (position, protected_until) of our last Rewind
+        self.tracker.reset()
 
     def _gates_pass(self, ctx: GenerationContext, position: int) -> bool:
         if self.replacements >= self.max_replacements or position < self.skip_tokens:
@@ -74,34 +77,34 @@ class ReplaceStrategy(BaseStrategy):
         return True
 
     def on_token(self, ctx: GenerationContext, token: int) -> Decision:
+        self._asked = None  # a Rewind we asked for and that was not carried out
+        matches = self.tracker.feed(ctx)
         if self.replacements >= self.max_replacements:
             return CONTINUE
-        text, offset, new_from = recent_window(ctx, self.longest)
-        matches = sorted(
-            (offset + i, f) for f in self.find for i in _find_all(text, f) if offset + i + len(f) > new_from
-        )
-        for start, found in matches:
+        for start, found in sorted(matches):
             if start < self._protected_until:
                 continue
             position = ctx.token_at_char(start)
             if not self._gates_pass(ctx, position):
                 continue
             kept = ctx.text_from(position)[: start - ctx.char_start(position)]
-            self.replacements += 1
-            self._protected_until = start + len(self.replace)
+            self._asked = (position, start + len(self.replace))
             insert = tuple(self.provider.encode(kept + self.replace, add_bos=False))
             return Rewind(position, insert=insert, reason=f"replaced {found!r}")
         return CONTINUE
 
+    def on_rewind(self, ctx: GenerationContext, position: int) -> None:
+        # Count a replacement only once the engine carried it out (a chain may prefer a deeper rewind).
+        if self._asked is not None and self._asked[0] == position:
+            self.replacements += 1
+            self._protected_until = self._asked[1]
+        self._asked = None
+        self.tracker.truncate(position)
+
     def holdback(self, ctx: GenerationContext) -> int:
+        return len(ctx.tokens) - self.commit_boundary(ctx, len(ctx.tokens))
+
+    def commit_boundary(self, ctx: GenerationContext, upto: int) -> int:
         if self.replacements >= self.max_replacements:
-            return 0
-        return holdback_for_chars(ctx, self.longest - 1)
-
-
-def _find_all(text: str, needle: str) -> list[int]:
-    found, i = [], text.find(needle)
-    while i != -1:
-        found.append(i)
-        i = text.find(needle, i + 1)
-    return found
+            return upto
+        return self.tracker.commit_boundary(upto)
