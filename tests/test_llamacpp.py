@@ -70,9 +70,7 @@ class _RewindOnce(BaseStrategy):
 def test_engine_rewind_replays_identically_without_reprefill(provider, story_tokens):
     plain = BacktrackSampler(provider).generate_text(story_tokens, max_new_tokens=32, temperature=0)
     before = provider.positions_evaluated
-    replayed = BacktrackSampler(provider, _RewindOnce()).generate_text(
-        story_tokens, max_new_tokens=32, temperature=0
-    )
+    replayed = BacktrackSampler(provider, _RewindOnce()).generate_text(story_tokens, max_new_tokens=32, temperature=0)
     assert replayed.tokens == plain.tokens and replayed.text == plain.text
     assert replayed.stats.rewinds == 1 and replayed.stats.tokens_rewound == 8
     # Re-generated: positions 6..12 were fed again (position 5 was re-sampled from cached logits).

@@ -1,0 +1,156 @@
+"""Shared builders for tests that run the engine on a ScriptedProvider with a tiny vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from backtrack_sampler import (
+    BacktrackSampler,
+    BaseStrategy,
+    Continue,
+    FinishEvent,
+    GenerationContext,
+    RewindEvent,
+    RewindRefusedEvent,
+    TextEvent,
+)
+from backtrack_sampler.core.token_text import TokenText
+from backtrack_sampler.provider.scripted_provider import ScriptedProvider
+
+EOS = "<eos>"
+LOW = -30.0  # logit of every token a rule does not mention
+
+
+def logits_from(vocab: Sequence[str], prefs: Mapping[str, float], default: float = LOW) -> list[float]:
+    """A logits list over ``vocab``: ``prefs`` maps token texts to logits, the rest get ``default``."""
+    unknown = set(prefs) - set(vocab)
+    assert not unknown, f"not in vocab: {unknown}"
+    return [prefs.get(v, default) for v in vocab]
+
+
+def text_provider(
+    vocab: Sequence[str],
+    rule: Callable[[str], Mapping[str, float]],
+    default: float = LOW,
+    context_length: int | None = 4096,
+) -> ScriptedProvider:
+    """Logits from ``rule(text)``, the decoded text of the whole sequence (prompt included)."""
+    holder: list[ScriptedProvider] = []
+
+    def next_logits(tokens: list[int]) -> list[float]:
+        return logits_from(vocab, rule(holder[0].decode(tokens)), default)
+
+    provider = ScriptedProvider(list(vocab), next_logits, vocab.index(EOS), context_length)
+    holder.append(provider)
+    return provider
+
+
+def random_provider(
+    vocab: Sequence[str],
+    seed: int = 0,
+    scale: float = 2.0,
+    eos_bias: float = -1.0,
+    context_length: int | None = 4096,
+) -> ScriptedProvider:
+    """Logits drawn from a generator seeded by (seed, tokens): a deterministic function of the tokens."""
+    eos = vocab.index(EOS)
+
+    def next_logits(tokens: list[int]) -> np.ndarray:
+        logits = np.random.default_rng([seed, *tokens]).normal(0.0, scale, len(vocab))
+        logits[eos] += eos_bias
+        return logits
+
+    return ScriptedProvider(list(vocab), next_logits, eos, context_length)
+
+
+class BytesProvider(ScriptedProvider):
+    """A ScriptedProvider whose tokens are raw byte strings (possibly partial UTF-8 sequences)."""
+
+    def __init__(self, pieces: Sequence[bytes], next_logits, eos_token_id: int = 0, **kwargs) -> None:
+        super().__init__([p.hex() or "eos" for p in pieces], next_logits, eos_token_id, **kwargs)
+        self.pieces = list(pieces)
+
+    def token_bytes(self, token: int) -> bytes:
+        return b"" if token in self.eos_token_ids else self.pieces[token]
+
+
+class Scripted(BaseStrategy):
+    """A strategy whose hooks are plain callables; ``holdback`` is an int or a callable of ctx."""
+
+    def __init__(self, on_token=None, holdback=0, adjust=None, name: str = "Scripted") -> None:
+        self._on_token = on_token
+        self._holdback = holdback
+        self._adjust = adjust
+        self._name = name
+        self.calls = 0
+        self.resets = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def adjust_logits(self, ctx, logits):
+        return self._adjust(ctx, logits) if self._adjust else logits
+
+    def on_token(self, ctx, token):
+        self.calls += 1
+        return self._on_token(ctx, token) if self._on_token else Continue()
+
+    def holdback(self, ctx):
+        return self._holdback(ctx) if callable(self._holdback) else self._holdback
+
+
+def run(sampler: BacktrackSampler, prompt, **kwargs) -> list:
+    """All events of one generation, after checking the stream invariants."""
+    events = list(sampler.stream(prompt, **kwargs))
+    check_stream(events)
+    return events
+
+
+def check_stream(events: list) -> FinishEvent:
+    """The stream ends with its only FinishEvent and its TextEvents add up to the final result."""
+    finish = events[-1]
+    assert isinstance(finish, FinishEvent)
+    assert not any(isinstance(e, FinishEvent) for e in events[:-1])
+    texts = [e for e in events if isinstance(e, TextEvent)]
+    assert tuple(t for e in texts for t in e.tokens) == finish.tokens
+    assert "".join(e.text for e in texts) == finish.text
+    assert finish.stats.tokens_emitted == len(finish.tokens)
+    assert finish.stats.rewinds == sum(isinstance(e, RewindEvent) for e in events)
+    assert finish.stats.rewinds_refused == sum(isinstance(e, RewindRefusedEvent) for e in events)
+    assert finish.stats.tokens_rewound == sum(len(e.suppressed_tokens) for e in events if isinstance(e, RewindEvent))
+    return finish
+
+
+def of(events: list, kind: type) -> list:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def ids(provider: ScriptedProvider, *texts: str) -> list[int]:
+    return [provider.vocab.index(t) for t in texts]
+
+
+def make_ctx(provider: ScriptedProvider, tokens: Sequence[int] = (), prompt: Sequence[int] = (1,)):
+    """A GenerationContext holding ``tokens``, for calling a strategy's hooks directly."""
+    text = TokenText(provider.token_bytes)
+    held = list(tokens)
+    for token in held:
+        text.append(token)
+    return GenerationContext(provider, list(prompt), held, text, {})
+
+
+def feed(strategy: BaseStrategy, provider: ScriptedProvider, tokens: Sequence[int]):
+    """Append ``tokens`` one by one to a fresh context, calling ``on_token`` after each; (ctx, decisions)."""
+    strategy.reset()
+    ctx = make_ctx(provider)
+    decisions = []
+    for token in tokens:
+        ctx.tokens.append(token)
+        ctx._text.append(token)
+        decisions.append(strategy.on_token(ctx, token))
+    return ctx, decisions
