@@ -66,6 +66,10 @@ class GenerationContext:
         """The generated token in which character ``char_index`` began."""
         return self._text.token_at_char(char_index)
 
+    def ends_mid_character(self, position: int) -> bool:
+        """Whether token ``position`` left bytes of a character that a later token completes."""
+        return self._text.ends_mid_character(position)
+
     def logprob(self, position: int, token: int | None = None) -> float | None:
         """Log-probability of ``token`` (default: the token there) at ``position``, under the raw model.
 
