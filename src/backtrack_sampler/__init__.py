@@ -24,6 +24,7 @@ from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 from backtrack_sampler.strategy.creative_writing_strategy import CreativeWritingStrategy
 from backtrack_sampler.strategy.debug_strategy import DebugStrategy
 from backtrack_sampler.strategy.human_guidance_strategy import HumanGuidanceStrategy
+from backtrack_sampler.strategy.json_strategy import JsonStrategy
 from backtrack_sampler.strategy.replace_strategy import ReplaceStrategy
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "GenerationResult",
     "GenerationStats",
     "HumanGuidanceStrategy",
+    "JsonStrategy",
     "ReplaceStrategy",
     "Rewind",
     "RewindBudget",

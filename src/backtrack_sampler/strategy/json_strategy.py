@@ -1,0 +1,153 @@
+"""JSON: rewind and ban every token that makes the output impossible to complete as a JSON document."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backtrack_sampler.core.context import GenerationContext
+from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind, Stop
+from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.strategy.base_strategy import BaseStrategy
+from backtrack_sampler.strategy.json_prefix import (
+    DONE,
+    IN_STRING,
+    JsonState,
+    advance,
+    can_end,
+    expected,
+    explain,
+    initial_state,
+)
+from backtrack_sampler.strategy.json_token_mask import JsonTokenMask
+
+
+class JsonStrategy(BaseStrategy):
+    """Keep the output a JSON document (RFC 8259): rewind and ban any token that breaks it.
+
+    After each token its text is fed to an incremental validator (a pushdown
+    automaton, O(token length) per token). When a character makes the output
+    impossible to complete as JSON (an unescaped quote or raw newline in a
+    string, a wrong bracket, ``tru e``, ``01``, a trailing comma, text after
+    the document, ...), the strategy rewinds to the token in which that
+    character began and bans it there; EOS before the document is complete
+    is rewound and banned the same way. The output may start with
+    whitespace; it must then be the document itself (no prose, no code fence).
+
+    With ``prefilter`` (the default) ``adjust_logits`` also masks, before
+    sampling, every token whose text cannot follow (and EOS while the document
+    is incomplete). Sampling from the masked logits draws from the same
+    distribution as sampling, rewinding and banning until a valid token comes
+    (bans act before top-k/top-p, like the mask), without spending the rewind
+    budget; the rewinds remain the guarantee.
+
+    Decisions:
+        - Holdback is 0: a token the validator accepted leaves a prefix that
+          can always be completed, so it is never rewound later and streams
+          at once. Only a character split over tokens (bytes of one UTF-8
+          character) may send the rewind back to the earlier token, which the
+          engine holds back anyway until the character is complete; a token
+          that leaves such bytes outside a string is rejected at once. A
+          position never runs out of valid tokens (a one-character token
+          always fits), so no further-back retry is needed.
+        - When the document is complete (its top-level value is closed), the
+          strategy stops the generation (``Stop``, keeping the token; finish
+          reason ``"stop"``). With ``stop_when_complete=False`` only
+          whitespace and EOS may follow instead. A top-level number is
+          complete only once whitespace follows it (or EOS, which is then
+          allowed).
+        - If the engine refuses a rewind (its budget is spent) the invalid
+          token stays; the output can then never be JSON, so the strategy
+          stops at the next token, saying why.
+        - Reaching ``max_new_tokens`` first ends with an incomplete document
+          (finish reason ``"length"``).
+
+    Args:
+        provider: the provider the sampler uses (for EOS ids and token texts).
+        root: ``"any"`` for any JSON value, or ``"object"``/``"array"`` to
+            require that kind of document (its first character is then forced).
+        prefilter: mask impossible tokens before sampling.
+        stop_when_complete: stop as soon as the document is complete.
+
+    Example:
+        >>> sampler = BacktrackSampler(provider, JsonStrategy(provider, root="object"))  # doctest: +SKIP
+        >>> json.loads(sampler.generate_text(prompt, max_new_tokens=200).text)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        provider: BaseProvider,
+        root: str = "any",
+        prefilter: bool = True,
+        stop_when_complete: bool = True,
+    ) -> None:
+        if not isinstance(provider, BaseProvider):
+            raise TypeError(f"provider must be a BaseProvider, got {type(provider).__name__}")
+        for name, value in (("prefilter", prefilter), ("stop_when_complete", stop_when_complete)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r}")
+        self.provider = provider
+        self.root = root
+        self.prefilter = prefilter
+        self.stop_when_complete = stop_when_complete
+        self._initial = initial_state(root)
+        self._eos = frozenset(provider.eos_token_ids)
+        self._mask: JsonTokenMask | None = None
+        self._states: list[JsonState] = [self._initial]  # _states[i]: the state before generated token i
+
+    def reset(self) -> None:
+        self._states = [self._initial]
+
+    @property
+    def token_mask(self) -> JsonTokenMask:
+        """The vocabulary's mask cache, built on first use."""
+        if self._mask is None:
+            texts = [
+                self.provider.token_bytes(t).decode("utf-8", errors="replace") for t in range(self.provider.vocab_size)
+            ]
+            self._mask = JsonTokenMask(texts, self._eos)
+        return self._mask
+
+    def adjust_logits(self, ctx: GenerationContext, logits: np.ndarray) -> np.ndarray:
+        if self.prefilter and len(self._states) == ctx.position + 1:
+            np.copyto(logits, -np.inf, where=~self.token_mask.allowed(self._states[-1]))
+        return logits
+
+    def on_token(self, ctx: GenerationContext, token: int) -> Decision:
+        position = len(ctx.tokens) - 1
+        if len(self._states) < position + 1:
+            # A rewind we asked for was refused: an invalid token stayed in the output.
+            return Stop("the output can no longer be JSON: a rewind was refused", keep_token=False)
+        del self._states[position + 1 :]
+        state = self._states[position]
+        if token in self._eos:
+            if can_end(state):
+                return CONTINUE
+            return Rewind(
+                position,
+                ban=tuple(sorted(self._eos)),
+                reason=f"end of text in an incomplete JSON document (expected {expected(state)})",
+            )
+        text = ctx.text_from(position)
+        following, accepted = advance(state, text)
+        if accepted < len(text):
+            char = ctx.char_start(position) + accepted
+            culprit = ctx.token_at_char(char)
+            return Rewind(
+                culprit,
+                ban=(ctx.tokens[culprit],),
+                reason=f"not JSON at character {char}: {explain(following, text[accepted])}",
+            )
+        if following.mode not in IN_STRING and ctx.ends_mid_character(position):
+            # The bytes left over begin a non-ASCII character, which only a string may hold.
+            return Rewind(
+                position,
+                ban=(token,),
+                reason=f"not JSON at character {ctx.n_chars}: a non-ASCII character outside a string",
+            )
+        self._states.append(following)
+        if following.mode == DONE and self.stop_when_complete:
+            return Stop("the JSON document is complete")
+        return CONTINUE
+
+    def on_rewind(self, ctx: GenerationContext, position: int) -> None:
+        del self._states[position + 1 :]
