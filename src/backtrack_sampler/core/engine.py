@@ -5,7 +5,10 @@ One step of a generation, in the order ``_Generation.events`` runs it:
 1. Take the logits of the next position from the cache, or bring the
    provider's KV cache up to date and evaluate (``_logits_at``).
 2. Let the strategy adjust a copy of them, apply the positional bans, sample
-   (``_choose``); a token queued by ``Rewind(insert=...)`` skips 1-2.
+   (``_choose``); a token queued by ``Rewind(insert=...)`` skips 1-2. A
+   provider that samples by itself (a remote engine, ``proposes_tokens``)
+   picks the token instead, under the position's bans, when the strategy
+   leaves the distribution alone.
 3. Append the token and ask the strategy: continue, rewind, or stop.
 4. On a rewind: truncate tokens and text, drop bans and cached logits past
    the rewind point, add the new bans, count it against the budget
@@ -37,7 +40,7 @@ from backtrack_sampler.core.events import (
 )
 from backtrack_sampler.core.sampling import SamplingParams, sample_token
 from backtrack_sampler.core.token_text import TokenText
-from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.provider.base_provider import BaseProvider, GenerationSetup
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
 
@@ -200,11 +203,14 @@ class _Generation:
         self.n_rewinds = self.n_rewound = self.n_refused = self.n_evaluated = 0
         self.ctx = GenerationContext(self.provider, prompt, self.tokens, self.text, self.raw_logits)
         self.ctx.max_new_tokens = limit
+        self.remote_sampling = self.provider.proposes_tokens and not self.strategy.adjusts_logits
         self._tail = ""  # U+FFFD for bytes of an unfinished character at the very end
 
     def events(self) -> Iterator[Event]:
         started = time.perf_counter()
         self.strategy.reset()
+        setup = GenerationSetup(self.params, self.rng, self.remote_sampling, len(self.prompt) + self.limit)
+        self.provider.begin_generation(setup)
         self.raw_logits[0] = self.provider.prefill(self.prompt)
         self.kv_valid = len(self.prompt)
         reason: FinishReason = "length"
@@ -285,6 +291,10 @@ class _Generation:
 
     # -- step 2: sampling -------------------------------------------------------------
     def _choose(self, position: int, raw: np.ndarray) -> tuple[int, RewindRefusedEvent | None]:
+        if self.remote_sampling:
+            proposed = self.provider.propose(self.prompt + self.tokens, self.bans.get(position, frozenset()))
+            if proposed is not None:
+                return proposed, None
         logits = self.strategy.adjust_logits(self.ctx, raw.copy())
         banned = self.bans.get(position)
         if banned:

@@ -9,9 +9,33 @@ so a subclass only implements the two primitive operations ``_forward`` and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from backtrack_sampler.core.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class GenerationSetup:
+    """What the engine tells a provider before each generation (``BaseProvider.begin_generation``).
+
+    Attributes:
+        params: the generation's sampling settings.
+        rng: the generation's random generator; a provider that samples
+            remotely draws its request seeds from it.
+        remote_sampling: whether the engine will take the tokens ``propose``
+            returns (the provider proposes tokens and the strategy leaves the
+            distribution alone).
+        max_length: the most positions (prompt included) the generation can
+            reach, or ``None``.
+    """
+
+    params: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0))
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    remote_sampling: bool = False
+    max_length: int | None = None
 
 
 class BaseProvider(ABC):
@@ -23,11 +47,15 @@ class BaseProvider(ABC):
             or ``None`` when unbounded.
         gives_full_logits: ``True`` when ``forward`` returns logits for the whole
             vocabulary (strategies that reshape the distribution need that).
+        proposes_tokens: ``True`` when the backend samples by itself (a remote
+            engine): the engine then takes ``propose``'s token wherever the
+            strategy leaves the distribution alone.
     """
 
     eos_token_ids: frozenset[int] = frozenset()
     context_length: int | None = None
     gives_full_logits: bool = True
+    proposes_tokens: bool = False
 
     def __init__(self) -> None:
         self._kv_tokens: list[int] = []
@@ -97,6 +125,18 @@ class BaseProvider(ABC):
         if n_tokens < len(self._kv_tokens):
             self._rewind(n_tokens)
             del self._kv_tokens[n_tokens:]
+
+    def begin_generation(self, setup: GenerationSetup) -> None:  # noqa: B027 - optional hook
+        """Called by the engine before each generation's ``prefill``; local backends ignore it."""
+
+    def propose(self, prefix: Sequence[int], banned: Set[int]) -> int | None:
+        """The token the backend itself samples after ``prefix`` (never one of ``banned``), or ``None``.
+
+        Called (when ``proposes_tokens``) after the logits of that position
+        were read, with the whole sequence so far (prompt and generated) and
+        the tokens banned there. ``None`` lets the engine sample locally.
+        """
+        return None
 
     def prefill(self, tokens: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ``tokens``, reusing the longest cached prefix.

@@ -42,6 +42,15 @@ class BaseStrategy(ABC):  # noqa: B024 - every hook is optional
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def adjusts_logits(self) -> bool:
+        """Whether ``adjust_logits`` may change the distribution (``False`` when it is not overridden).
+
+        When ``False``, a provider that samples by itself (a remote engine) may
+        pick the tokens: the engine takes them instead of sampling locally.
+        """
+        return type(self).adjust_logits is not BaseStrategy.adjust_logits
+
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Forget everything about the previous generation."""
 

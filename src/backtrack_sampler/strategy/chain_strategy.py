@@ -32,6 +32,10 @@ class ChainStrategy(BaseStrategy):
     def name(self) -> str:
         return "Chain(" + ", ".join(s.name for s in self.strategies) + ")"
 
+    @property
+    def adjusts_logits(self) -> bool:
+        return any(s.adjusts_logits for s in self.strategies)
+
     def reset(self) -> None:
         for strategy in self.strategies:
             strategy.reset()
