@@ -22,14 +22,19 @@ dictionary look-up.
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.strategy.json_prefix import STRING, JsonState, advance, can_end, step
 
 _STRING_SAFE = re.compile(r'[^"\\\x00-\x1f]*')
+_BY_PROVIDER: weakref.WeakKeyDictionary[BaseProvider, JsonTokenMask] = weakref.WeakKeyDictionary()
+_BY_PROVIDER_LOCK = threading.Lock()
 
 
 class JsonTokenMask:
@@ -47,9 +52,10 @@ class JsonTokenMask:
 
     def __init__(self, texts: Sequence[str], eos_token_ids: Iterable[int], cache_size: int = 256) -> None:
         self.vocab_size = len(texts)
-        self.eos = np.array(sorted(set(eos_token_ids)), dtype=np.int64)
+        eos = set(eos_token_ids)
+        self.eos = np.array(sorted(eos), dtype=np.int64)
         self.texts = list(texts)
-        nonempty = [t for t in range(self.vocab_size) if self.texts[t] and t not in set(self.eos.tolist())]
+        nonempty = [t for t in range(self.vocab_size) if self.texts[t] and t not in eos]
         self._order = np.array(sorted(nonempty, key=self.texts.__getitem__), dtype=np.int64)
         self._sorted = [self.texts[t] for t in self._order]
         self._string_safe = np.zeros(self.vocab_size, dtype=bool)
@@ -63,6 +69,17 @@ class JsonTokenMask:
                 self._string_exits.append((token, safe))
         self.cache_size = cache_size
         self._cache: dict[JsonState, np.ndarray] = {}
+        self._lock = threading.Lock()  # generations in several threads may share one mask cache
+
+    @classmethod
+    def for_provider(cls, provider: BaseProvider) -> JsonTokenMask:
+        """The mask cache of ``provider``'s vocabulary, built on first use and shared while the provider lives."""
+        with _BY_PROVIDER_LOCK:
+            mask = _BY_PROVIDER.get(provider)
+            if mask is None:
+                texts = [provider.token_bytes(t).decode("utf-8", errors="replace") for t in range(provider.vocab_size)]
+                mask = _BY_PROVIDER[provider] = cls(texts, provider.eos_token_ids)
+        return mask
 
     def allowed(self, state: JsonState) -> np.ndarray:
         """Read-only boolean array of shape (vocab,): True for each token that may follow ``state``."""
@@ -70,9 +87,10 @@ class JsonTokenMask:
         if mask is None:
             mask = self._compute(state)
             mask.flags.writeable = False
-            if len(self._cache) >= self.cache_size:
-                del self._cache[next(iter(self._cache))]
-            self._cache[state] = mask
+            with self._lock:
+                if len(self._cache) >= self.cache_size:
+                    del self._cache[next(iter(self._cache))]
+                self._cache[state] = mask
         return mask
 
     def _compute(self, state: JsonState) -> np.ndarray:

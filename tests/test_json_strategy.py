@@ -1,0 +1,360 @@
+"""JsonStrategy: exact rewinds on a scripted vocabulary, the token mask against brute force, and the real model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backtrack_sampler import (
+    BacktrackSampler,
+    Continue,
+    JsonStrategy,
+    Rewind,
+    RewindBudget,
+    RewindEvent,
+    RewindRefusedEvent,
+    Stop,
+)
+from backtrack_sampler.strategy.json_prefix import advance, can_end, completion, initial_state
+from backtrack_sampler.strategy.json_token_mask import JsonTokenMask
+from scripted import EOS, BytesProvider, check_stream, feed, ids, of, random_provider, run, text_provider
+
+PROMPT = "Q:"
+VOCAB = [
+    EOS,
+    "Q:",
+    "{",
+    "}",
+    "[",
+    "]",
+    '"',
+    '"name"',
+    ": ",
+    ":",
+    '"Tom',
+    "\n",
+    ",",
+    " ",
+    '"age": ',
+    "01",
+    "1",
+    "0",
+    "tru",
+    "e",
+    " e",
+    "true",
+    "null",
+    '"}',
+    "}\n",
+    "}.",
+    "]]",
+    "```",
+    "Here",
+    "\\",
+    "n",
+    "u",
+    "00e9",
+    "\\n",
+    ".5",
+    "-",
+    "e5",
+]
+
+
+def loads_strict(text):
+    def refuse(name):
+        raise ValueError(name)
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def scripted_model(wants: dict[str, dict[str, float]]):
+    """A model whose preferences depend on the generated text (the prompt is ``PROMPT``)."""
+
+    def rule(text: str) -> dict[str, float]:
+        return wants.get(text[len(PROMPT) :], {"}": 1.0})
+
+    return text_provider(VOCAB, rule)
+
+
+# The model "wants" a raw newline in a string, a trailing comma, a leading zero and an early EOS;
+# its second choices are valid.
+WANTS = {
+    "": {"```": 6.0, "{": 5.0},
+    "{": {'"name"': 5.0},
+    '{"name"': {": ": 5.0},
+    '{"name": ': {'"Tom': 5.0},
+    '{"name": "Tom': {"\n": 5.0, '"': 3.0},
+    '{"name": "Tom"': {EOS: 6.0, ",": 4.0, "}": 3.0},
+    '{"name": "Tom",': {"}": 5.0, " ": 3.0},
+    '{"name": "Tom", ': {'"age": ': 5.0},
+    '{"name": "Tom", "age": ': {"01": 5.0, "1": 3.0},
+    '{"name": "Tom", "age": 1': {"}.": 5.0, "}": 3.0},
+}
+STEERED = '{"name": "Tom", "age": 1}'
+
+
+@pytest.mark.parametrize("prefilter", [False, True])
+def test_model_that_wants_invalid_json_is_steered_to_valid_json(prefilter):
+    provider = scripted_model(WANTS)
+    events = run(
+        BacktrackSampler(provider, JsonStrategy(provider, prefilter=prefilter)),
+        PROMPT,
+        max_new_tokens=40,
+        temperature=0,
+    )
+    finish = check_stream(events)
+    assert finish.text == STEERED and loads_strict(finish.text) == {"name": "Tom", "age": 1}
+    assert finish.reason == "stop" and finish.detail == "the JSON document is complete"
+    rewinds = of(events, RewindEvent)
+    if prefilter:
+        assert rewinds == []  # the mask removed every impossible token before sampling
+        return
+    assert [(e.suppressed_text, e.reason) for e in rewinds] == [
+        ("```", "not JSON at character 0: expected a value ('{', '[', '\"', a number, true, false or null), got '`'"),
+        ("\n", "not JSON at character 13: raw control character '\\n' inside a string (it must be escaped)"),
+        ("", "end of text in an incomplete JSON document (expected ',' or '}' after a member)"),
+        ("}", "not JSON at character 15: expected '\"' (a key; JSON allows no trailing comma), got '}'"),
+        ("01", "not JSON at character 24: a number cannot have a leading zero, got '1' after '0'"),
+        ("}.", "not JSON at character 25: expected only whitespace after the complete document, got '.'"),
+    ]
+    assert rewinds[2].banned == (provider.vocab.index(EOS),)
+    assert [e.banned for e in rewinds if e.suppressed_text] == [
+        tuple(ids(provider, t)) for t in ("```", "\n", "}", "01", "}.")
+    ]
+
+
+def test_feeding_tokens_directly_gives_exact_decisions():
+    provider = scripted_model({})
+    strategy = JsonStrategy(provider)
+    _, decisions = feed(strategy, provider, ids(provider, " ", "[", "tru", " e"))
+    assert decisions[:3] == [Continue(), Continue(), Continue()]
+    assert decisions[3] == Rewind(3, ban=tuple(ids(provider, " e")), reason=decisions[3].reason)
+    assert decisions[3].reason == "not JSON at character 5: expected 'e' (spelling a JSON literal), got ' '"
+    _, decisions = feed(strategy, provider, ids(provider, "[", "tru", "e", "]]"))
+    assert decisions[-1].position == 3 and "got ']'" in decisions[-1].reason
+    _, decisions = feed(strategy, provider, ids(provider, "[", "true", "]"))
+    assert decisions == [Continue(), Continue(), Stop("the JSON document is complete")]
+    _, decisions = feed(strategy, provider, ids(provider, '"', "\\", "u", "00e9", '"'))
+    assert decisions[-1] == Stop("the JSON document is complete")
+    _, decisions = feed(strategy, provider, ids(provider, '"', "\\", "n", '"'))
+    assert decisions[-1] == Stop("the JSON document is complete")
+
+
+def test_a_top_level_number_may_end_at_eos_and_completes_at_whitespace():
+    provider = scripted_model({})
+    strategy = JsonStrategy(provider)
+    _, decisions = feed(strategy, provider, ids(provider, "-", "1", ".5", "e5", EOS))
+    assert decisions == [Continue()] * 5  # the engine then stops on EOS: "-1.5e5" is a document
+    _, decisions = feed(strategy, provider, ids(provider, "-", EOS))
+    assert isinstance(decisions[-1], Rewind) and decisions[-1].position == 1
+    _, decisions = feed(strategy, provider, ids(provider, "1", " "))
+    assert decisions == [Continue(), Stop("the JSON document is complete")]
+
+
+def test_without_stop_when_complete_only_whitespace_and_eos_follow():
+    provider = scripted_model({})
+    strategy = JsonStrategy(provider, stop_when_complete=False)
+    _, decisions = feed(strategy, provider, ids(provider, "{", "}\n", " ", "Here"))
+    assert decisions[:3] == [Continue()] * 3
+    assert decisions[3].position == 3 and "got 'H'" in decisions[3].reason
+    _, decisions = feed(strategy, provider, ids(provider, "{", "}", " ", EOS))
+    assert decisions == [Continue()] * 4
+
+
+def test_root_object_forces_an_object():
+    provider = scripted_model({"": {"[": 5.0, " ": 4.0, "{": 1.0}, " ": {"[": 5.0, "{": 1.0}})
+    result = BacktrackSampler(provider, JsonStrategy(provider, root="object")).generate_text(
+        PROMPT, max_new_tokens=20, temperature=0
+    )
+    assert result.text == " {}" and result.finish_reason == "stop"
+    provider = scripted_model({"": {"[": 5.0, " ": 4.0, "{": 1.0}, "[": {"]": 5.0}})
+    result = BacktrackSampler(provider, JsonStrategy(provider)).generate_text(PROMPT, max_new_tokens=20, temperature=0)
+    assert result.text == "[]"
+
+
+def test_a_refused_rewind_stops_the_generation_with_a_reason():
+    provider = scripted_model({"": {"{": 5.0}, "{": {"Here": 5.0}})
+    sampler = BacktrackSampler(provider, JsonStrategy(provider, prefilter=False), RewindBudget(per_position=0))
+    events = run(sampler, PROMPT, max_new_tokens=20, temperature=0)
+    finish = check_stream(events)
+    (refusal,) = of(events, RewindRefusedEvent)
+    assert refusal.cause == "position_budget" and "got 'H'" in refusal.reason
+    assert finish.reason == "stop" and finish.detail == "the output can no longer be JSON: a rewind was refused"
+    assert finish.text == "{Here"
+
+
+def test_a_character_split_over_tokens():
+    pieces = [b"", b"Q", b'{"a":"\xc3', b'\xa9"}', b"{\xc3", b"[]", b'{"a":"', b"\xe2\x82", b"\xac", b'"}']
+
+    def prefer(*wanted):
+        def next_logits(tokens):
+            logits = np.full(len(pieces), -30.0)
+            step = len(tokens) - 1
+            if step < len(wanted):
+                logits[wanted[step]] = 5.0
+            logits[5] = -1.0  # "[]" is the fallback
+            return logits
+
+        return next_logits
+
+    def generate(*wanted):
+        provider = BytesProvider(pieces, prefer(*wanted))
+        sampler = BacktrackSampler(provider, JsonStrategy(provider, prefilter=False))
+        return sampler.generate_text([1], max_new_tokens=8, temperature=0)
+
+    result = generate(2, 3)
+    assert result.text == '{"a":"é"}' and loads_strict(result.text) == {"a": "é"} and not result.rewinds
+    result = generate(6, 7, 8, 9)
+    assert result.text == '{"a":"€"}' and not result.rewinds
+    # "{" followed by the first byte of "é": that character could only sit outside a string.
+    result = generate(4)
+    (rewind,) = result.rewinds
+    assert rewind.position == 0 and rewind.banned == (4,)
+    assert rewind.reason == "not JSON at character 1: a non-ASCII character outside a string"
+    assert result.text == "[]" and result.finish_reason == "stop"
+
+
+def test_arguments_are_checked():
+    provider = scripted_model({})
+    with pytest.raises(ValueError, match="root must be one of any, object, array, got 'obj'"):
+        JsonStrategy(provider, root="obj")
+    with pytest.raises(TypeError, match="prefilter must be a bool, got 'yes'"):
+        JsonStrategy(provider, prefilter="yes")
+    with pytest.raises(TypeError, match="provider must be a BaseProvider, got str"):
+        JsonStrategy("provider")
+
+
+# -- the token mask -----------------------------------------------------------------------------
+STATE_SOURCES = [
+    '{"name": "Tom \\u00e9\\n", "age": [1, -2.5e+3, true, null, {"k": []}]}',
+    '[[{"a": [[]]}], "x", 0, 10.0]',
+    '  "just \\"a\\" string"  ',
+    "-0.5E-10 ",
+]
+
+
+def brute_force_mask(texts, eos, state):
+    expected = np.array([bool(t) and advance(state, t)[1] == len(t) for t in texts])
+    expected[list(eos)] = can_end(state)
+    return expected
+
+
+def states_of(doc):
+    state = initial_state()
+    yield state
+    for ch in doc:
+        state, _ = advance(state, ch)
+        yield state
+
+
+def test_mask_equals_brute_force_on_the_scripted_vocab():
+    eos = [VOCAB.index(EOS)]
+    texts = ["", *VOCAB[1:]]
+    mask = JsonTokenMask(texts, eos)
+    for doc in STATE_SOURCES:
+        for state in states_of(doc):
+            assert np.array_equal(mask.allowed(state), brute_force_mask(texts, eos, state)), (doc, state)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    vocab=st.lists(st.text(alphabet='{}[]",: \n\\u0123456789aeflnrstu-+.E\x00é', min_size=1, max_size=6), max_size=40),
+    doc=st.sampled_from(STATE_SOURCES),
+    cut=st.integers(0, 80),
+)
+def test_mask_equals_brute_force_on_random_vocabularies(vocab, doc, cut):
+    texts = ["", *vocab]
+    mask = JsonTokenMask(texts, [0])
+    state, _ = advance(initial_state(), doc[:cut])
+    assert np.array_equal(mask.allowed(state), brute_force_mask(texts, [0], state))
+
+
+def random_runs(vocab, prefilter, seeds=range(40)):
+    """Events of generations by random models over ``vocab``, with room to ban every token at a position."""
+    for seed in seeds:
+        provider = random_provider(vocab, seed=seed, eos_bias=2.0)
+        budget = RewindBudget(per_position=len(vocab), per_generation=100_000)
+        sampler = BacktrackSampler(provider, JsonStrategy(provider, prefilter=prefilter), budget)
+        yield run(sampler, provider.encode("Q:"), max_new_tokens=30, seed=seed)
+
+
+@pytest.mark.parametrize("prefilter", [False, True])
+def test_random_models_only_ever_produce_json(prefilter):
+    vocab = [t for t in VOCAB if t != "Q:"] + ["l", "Q:"]
+    for events in random_runs(vocab, prefilter):
+        finish = check_stream(events)
+        assert not of(events, RewindRefusedEvent)
+        state, n = advance(initial_state(), finish.text)
+        assert n == len(finish.text)
+        if finish.reason == "length":
+            loads_strict(finish.text + completion(state))
+        else:
+            assert finish.reason in ("stop", "eos")
+            loads_strict(finish.text)
+        if prefilter:
+            assert not of(events, RewindEvent)
+
+
+def test_a_vocabulary_that_cannot_spell_null_ends_with_a_reason_never_silently():
+    # No token starts with "l": after "nu" nothing fits (the look-ahead rewinds "u"), and then
+    # nothing fits after "n" either; that deeper dead end exhausts its position.
+    vocab = [t for t in VOCAB if t != "Q:"] + ["Q:"]
+    dead_ends = 0
+    for events in random_runs(vocab, prefilter=True):
+        finish = check_stream(events)
+        refusals = of(events, RewindRefusedEvent)
+        if not refusals:
+            assert advance(initial_state(), finish.text)[1] == len(finish.text)
+            continue
+        dead_ends += 1
+        assert finish.text == "nu"
+        assert finish.detail == "the output can no longer be JSON: a rewind was refused"
+        assert of(events, RewindEvent)[0].reason == (
+            "no token of the vocabulary can continue the JSON after 'u' (expected 'l' (spelling a JSON literal))"
+        )
+    assert dead_ends > 0
+
+
+# -- the embedded model -------------------------------------------------------------------------
+CAT = [{"role": "user", "content": "Give me a JSON object describing a cat, with its name and age."}]
+
+
+@pytest.mark.llamacpp
+def test_mask_equals_brute_force_on_the_real_vocabulary(provider):
+    strategy = JsonStrategy(provider)
+    texts = strategy.token_mask.texts
+    eos = sorted(provider.eos_token_ids)
+    doc = '{"name": "Tom", "age": [1, -2.5e+3, true, null], "s": "a\\u00e9"}'
+    for cut in (0, 1, 2, 4, 5, 8, 9, 10, 24, 27, 30, 32, 40, 47, 58, 62, len(doc)):
+        state, _ = advance(initial_state(), doc[:cut])
+        assert np.array_equal(strategy.token_mask.allowed(state), brute_force_mask(texts, eos, state)), doc[:cut]
+
+
+@pytest.mark.llamacpp
+def test_embedded_model_left_alone_does_not_answer_with_bare_json(provider):
+    prompt = provider.apply_chat_template(CAT)
+    plain = BacktrackSampler(provider).generate_text(prompt, max_new_tokens=60, temperature=0.7, seed=0)
+    assert plain.text.startswith("```")  # a code fence (and prose after it)
+    with pytest.raises(ValueError):
+        loads_strict(plain.text)
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize(("prefilter", "seed"), [(True, 0), (True, 1), (True, 2), (False, 0), (False, 1)])
+def test_embedded_model_asked_for_json_returns_json(provider, prefilter, seed):
+    prompt = provider.apply_chat_template(CAT)
+    sampler = BacktrackSampler(provider, JsonStrategy(provider, prefilter=prefilter))
+    result = sampler.generate_text(prompt, max_new_tokens=200, temperature=0.7, seed=seed)
+    print(f"prefilter={prefilter} seed={seed} rewinds={len(result.rewinds)}: {result.text!r}")
+    value = loads_strict(result.text)
+    assert isinstance(value, dict) and value
+    assert result.finish_reason == "stop" and result.stats.rewinds_refused == 0
+    if prefilter:
+        assert not result.rewinds
+    else:
+        assert result.rewinds and all(e.reason.startswith(("not JSON", "end of text")) for e in result.rewinds)
