@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backtrack_sampler import (
+    AntiSlopStrategy,
     BacktrackSampler,
+    ChainStrategy,
     Continue,
     JsonStrategy,
     Rewind,
@@ -219,6 +221,21 @@ def test_a_character_split_over_tokens():
     assert result.text == "[]" and result.finish_reason == "stop"
 
 
+def test_chained_with_antislop_the_output_is_json_without_the_banned_phrase():
+    provider = scripted_model(WANTS)
+    chain = ChainStrategy([JsonStrategy(provider), AntiSlopStrategy(provider, ["Tom"])])
+    events = run(BacktrackSampler(provider, chain), PROMPT, max_new_tokens=40, temperature=0)
+    finish = check_stream(events)
+    assert "Tom" not in finish.text and isinstance(loads_strict(finish.text), dict)
+    assert any("Tom" in e.suppressed_text for e in of(events, RewindEvent))
+
+
+def test_only_the_prefilter_changes_the_distribution():
+    provider = scripted_model({})
+    assert JsonStrategy(provider).adjusts_logits
+    assert not JsonStrategy(provider, prefilter=False).adjusts_logits
+
+
 def test_arguments_are_checked():
     provider = scripted_model({})
     with pytest.raises(ValueError, match="root must be one of any, object, array, got 'obj'"):
@@ -329,6 +346,8 @@ def test_mask_equals_brute_force_on_the_real_vocabulary(provider):
     strategy = JsonStrategy(provider)
     texts = strategy.token_mask.texts
     eos = sorted(provider.eos_token_ids)
+    # Every character JSON writes outside strings is a token of its own: no JSON prefix is a dead end here.
+    assert {chr(c) for c in range(32, 127)} | set("\t\n\r") <= set(texts)
     doc = '{"name": "Tom", "age": [1, -2.5e+3, true, null], "s": "a\\u00e9"}'
     for cut in (0, 1, 2, 4, 5, 8, 9, 10, 24, 27, 30, 32, 40, 47, 58, 62, len(doc)):
         state, _ = advance(initial_state(), doc[:cut])

@@ -38,7 +38,10 @@ class JsonStrategy(BaseStrategy):
     is incomplete). Sampling from the masked logits draws from the same
     distribution as sampling, rewinding and banning until a valid token comes
     (bans act before top-k/top-p, like the mask), without spending the rewind
-    budget; the rewinds remain the guarantee. It also looks one token ahead:
+    budget; the rewinds remain the guarantee. With a provider that samples by
+    itself (a remote engine that gives only top-k logprobs) use
+    ``prefilter=False``: the engine then takes the remote engine's tokens and
+    sends the bans back with the request. The prefilter also looks one token ahead:
     a token after which no token of the vocabulary fits (a vocabulary that
     lacks some character) is rewound and banned at once.
 
@@ -99,6 +102,11 @@ class JsonStrategy(BaseStrategy):
         self._eos = frozenset(provider.eos_token_ids)
         self._mask: JsonTokenMask | None = None
         self._states: list[JsonState] = [self._initial]  # _states[i]: the state before generated token i
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Only the prefilter changes the distribution; without it a remote engine may pick the tokens."""
+        return self.prefilter
 
     def reset(self) -> None:
         self._states = [self._initial]
