@@ -29,6 +29,14 @@ class Rewind:
         reason: a short human-readable reason, shown in events.
         strategy: the name of the strategy that asked; filled in by the engine
             (or by ``ChainStrategy``) when left empty.
+        penalize: ``(token, factor)`` pairs: multiply the probability of
+            ``token`` at ``position`` by ``factor`` (in (0, 1]), for as long as
+            the tokens before ``position`` stay unchanged (a soft ban).
+        match_end: for a ban of matched text, the position of the match's last
+            token (>= ``position``). Setting it lets the engine's retry ladder
+            act when ``position`` has no acceptable token left: ban a later
+            token of the match, or rewind further back.
+        ban_phrase: the phrase or pattern that caught the text, for events.
     """
 
     position: int
@@ -36,6 +44,21 @@ class Rewind:
     insert: tuple[int, ...] = ()
     reason: str = ""
     strategy: str = ""
+    penalize: tuple[tuple[int, float], ...] = ()
+    match_end: int | None = None
+    ban_phrase: str = ""
+
+    def __post_init__(self) -> None:
+        for pair in self.penalize:
+            if len(pair) != 2 or isinstance(pair[1], bool) or not 0 < pair[1] <= 1:
+                raise ValueError(f"penalize takes (token, factor) pairs with factor in (0, 1], got {pair!r}")
+        if self.match_end is not None and not (isinstance(self.match_end, int) and self.match_end >= self.position):
+            raise ValueError(f"match_end must be a position >= position {self.position!r}, got {self.match_end!r}")
+
+    @property
+    def bans_match(self) -> bool:
+        """Whether this rewind bans matched text (``match_end`` set, nothing inserted): the retry ladder applies."""
+        return self.match_end is not None and not self.insert
 
 
 @dataclass(frozen=True)

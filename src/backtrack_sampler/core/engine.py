@@ -4,21 +4,36 @@ One step of a generation, in the order ``_Generation.events`` runs it:
 
 1. Take the logits of the next position from the cache, or bring the
    provider's KV cache up to date and evaluate (``_logits_at``).
-2. Let the strategy adjust a copy of them, apply the positional bans, sample
-   (``_choose``); a token queued by ``Rewind(insert=...)`` skips 1-2. A
-   provider that samples by itself (a remote engine, ``proposes_tokens``)
-   picks the token instead, under the position's bans, when the strategy
-   leaves the distribution alone.
+2. Let the strategy adjust a copy of them, apply the positional bans and
+   penalties, sample (``_choose``); a token queued by ``Rewind(insert=...)``
+   skips 1-2. A provider that samples by itself (a remote engine,
+   ``proposes_tokens``) picks the token instead, under the position's bans,
+   when the strategy leaves the distribution alone and nothing is penalized
+   there. When no token is acceptable, climb the retry ladder (4b).
 3. Append the token and ask the strategy: continue, rewind, or stop.
-4. On a rewind: truncate tokens and text, drop bans and cached logits past
-   the rewind point, add the new bans, count it against the budget
-   (``_rewind``). The KV cache is truncated lazily, at the next evaluation.
+4. On a rewind: truncate tokens and text, drop bans, penalties and cached
+   logits past the rewind point, add the new ones, count it against the
+   budget (``_rewind``). The KV cache is truncated lazily, at the next
+   evaluation.
+4b. The retry ladder (``_ladder``), so no generation dies or spins: when a
+   rewind that bans text lands on a position that cannot take it (its
+   per-position budget is spent, or its bans would leave no token), or when
+   sampling finds no acceptable token where such a rewind banned tokens
+   (only rewinds that set ``match_end`` climb it), take the first rung that can:
+   (a) ban more of the match: keep its first tokens and ban its next one
+   there (``Rewind.match_end`` says where the match ends); (b) rewind to the
+   start of the previous word and ban the token found there; (c) the same at
+   the start of the sentence; (d) give up: a ``RewindRefusedEvent`` says the
+   text is let through (or, when nothing is acceptable, that the position is
+   sampled without its bans). Every rung counts against the budget, and the
+   ladder reaches back only into text not yet emitted.
 5. Emit every token the strategy can no longer rewind (``commit_boundary``,
    which by default follows ``holdback``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -30,15 +45,18 @@ from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import Continue, Rewind, Stop
 from backtrack_sampler.core.events import (
+    Escalation,
     Event,
     FinishEvent,
     FinishReason,
     GenerationStats,
+    RefusalCause,
     RewindEvent,
     RewindRefusedEvent,
     TextEvent,
 )
 from backtrack_sampler.core.sampling import SamplingParams, sample_token
+from backtrack_sampler.core.text_units import previous_word_start, sentence_start
 from backtrack_sampler.core.token_text import TokenText
 from backtrack_sampler.provider.base_provider import BaseProvider, GenerationSetup
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
@@ -196,6 +214,8 @@ class _Generation:
         self.text = TokenText(self.provider.token_bytes)
         self.raw_logits: dict[int, np.ndarray] = {}  # position -> logits, for positions not yet emitted
         self.bans: dict[int, set[int]] = {}
+        self.penalties: dict[int, dict[int, float]] = {}  # position -> token -> log of the factor
+        self.match_bans: set[int] = set()  # positions where a rewind of matched text banned tokens
         self.rewinds_at: dict[int, int] = {}
         self.forced: deque[int] = deque()
         self.kv_valid = 0  # leading positions of the provider's cache that match prompt + tokens
@@ -229,10 +249,14 @@ class _Generation:
                 token = self.forced.popleft()
                 self.ctx.forced = True
             else:
-                token, refusal = self._choose(position, self._logits_at(position))
                 self.ctx.forced = False
-                if refusal is not None:
-                    yield refusal
+                token = self._choose(position, self._logits_at(position))
+                if token is None:  # every token is banned or masked here
+                    event = self._dead_end(position)
+                    yield event
+                    if isinstance(event, RewindEvent):
+                        continue
+                    token = self._choose(position, self._logits_at(position), with_bans=False)
             self.tokens.append(token)
             self.text.append(token)
             decision = self.strategy.on_token(self.ctx, token)
@@ -290,29 +314,38 @@ class _Generation:
         return logits
 
     # -- step 2: sampling -------------------------------------------------------------
-    def _choose(self, position: int, raw: np.ndarray) -> tuple[int, RewindRefusedEvent | None]:
-        if self.remote_sampling:
+    def _choose(self, position: int, raw: np.ndarray, with_bans: bool = True) -> int | None:
+        """Sample the token at ``position``; ``None`` when the bans and masks leave none."""
+        if not with_bans:  # the ladder had no rung left: sample as if nothing were banned
+            logits = self.strategy.adjust_logits(self.ctx, raw.copy())
+            return sample_token(logits if np.max(logits) > -np.inf else raw, self.params, self.rng)
+        if self.remote_sampling and position not in self.penalties:
             proposed = self.provider.propose(self.prompt + self.tokens, self.bans.get(position, frozenset()))
             if proposed is not None:
-                return proposed, None
+                return proposed
         logits = self.strategy.adjust_logits(self.ctx, raw.copy())
         banned = self.bans.get(position)
         if banned:
             logits[list(banned)] = -np.inf
-        refusal = None
+        for token, log_factor in self.penalties.get(position, {}).items():
+            logits[token] += log_factor
         if not np.max(logits) > -np.inf:
-            self.n_refused += 1
-            refusal = RewindRefusedEvent(
-                position,
-                "all_banned",
-                "",
-                self.strategy.name,
-                f"every token at position {position} is banned or masked; sampling without the bans",
-            )
-            logits = self.strategy.adjust_logits(self.ctx, raw.copy())
-            if not np.max(logits) > -np.inf:
-                logits = raw
-        return sample_token(logits, self.params, self.rng), refusal
+            return None
+        return sample_token(logits, self.params, self.rng)
+
+    def _dead_end(self, position: int) -> RewindEvent | RewindRefusedEvent:
+        """No token is acceptable at ``position``: rewind further back (4b), or say it is sampled without bans."""
+        name = self.strategy.name
+        climb = position in self.match_bans and self.n_rewinds < self.rewind_limit
+        rung = self._ladder(position, None) if climb else None
+        if rung is not None:
+            target, token, escalation = rung
+            reason = f"every token at position {position} is banned or masked"
+            return self._carry_out(Rewind(target, ban=(token,), reason=reason, match_end=target), name, escalation)
+        self.n_refused += 1
+        ladder = " and the retry ladder has no rung left" if position in self.match_bans else ""
+        message = f"every token at position {position} is banned or masked{ladder}; sampling without the bans"
+        return RewindRefusedEvent(position, "all_banned", "", name, message)
 
     # -- step 4: rewinding --------------------------------------------------------------
     def _rewind(self, decision: Rewind) -> RewindEvent | RewindRefusedEvent:
@@ -323,6 +356,7 @@ class _Generation:
                 f"{name} asked to rewind to position {position!r}; "
                 f"it must be an int in [0, {length - 1}] (the latest token is at {length - 1})"
             )
+        let_through = "the text is let through" if decision.bans_match else "the text stays"
         cause, message = None, ""
         if position < self.ctx.committed:
             cause = "already_emitted"
@@ -331,13 +365,34 @@ class _Generation:
                 f"{name}.holdback() must cover every token it may rewind"
             )
         elif self.n_rewinds >= self.rewind_limit:
-            cause, message = "generation_budget", f"the generation's {self.rewind_limit} rewinds are spent"
+            cause = "generation_budget"
+            message = f"the generation's {self.rewind_limit} rewinds are spent; {let_through}"
+        elif decision.bans_match:
+            cause = self._blocked(position, decision.ban)
+            if cause is not None:  # 4b: the retry ladder
+                rung = self._ladder(position, decision.match_end)
+                if rung is not None:
+                    target, token, escalation = rung
+                    reason = f"{decision.reason} ({escalation.replace('_', ' ')}: position {position} is exhausted)"
+                    escalated = Rewind(
+                        target, ban=(token,), reason=reason, match_end=target, ban_phrase=decision.ban_phrase
+                    )
+                    return self._carry_out(escalated, name, escalation)
+                if cause == "position_budget":
+                    message = f"position {position} was rewound {self.budget.per_position} times"
+                else:
+                    message = f"its bans would leave no token at position {position}"
+                message += f" and the retry ladder has no rung left; {let_through}"
         elif self.rewinds_at.get(position, 0) >= self.budget.per_position:
             cause = "position_budget"
             message = f"position {position} was rewound {self.budget.per_position} times"
         if cause is not None:
             self.n_refused += 1
             return RewindRefusedEvent(position, cause, decision.reason, name, message)
+        return self._carry_out(decision, name)
+
+    def _carry_out(self, decision: Rewind, name: str, escalation: Escalation = "") -> RewindEvent:
+        position = decision.position
         suppressed = tuple(self.tokens[position:])
         suppressed_text = self.text.text_from(position)
         self._truncate(position)
@@ -346,15 +401,68 @@ class _Generation:
         self.n_rewound += len(suppressed)
         if decision.ban:
             self.bans.setdefault(position, set()).update(decision.ban)
+            if decision.bans_match:
+                self.match_bans.add(position)
+        for token, factor in decision.penalize:
+            penalties = self.penalties.setdefault(position, {})
+            penalties[token] = penalties.get(token, 0.0) + math.log(factor)
         self.forced = deque(decision.insert)
         self.strategy.on_rewind(self.ctx, position)
-        return RewindEvent(position, suppressed_text, suppressed, decision.ban, decision.insert, decision.reason, name)
+        return RewindEvent(
+            position,
+            suppressed_text,
+            suppressed,
+            decision.ban,
+            decision.insert,
+            decision.reason,
+            name,
+            decision.penalize,
+            decision.ban_phrase,
+            escalation,
+        )
+
+    def _blocked(self, position: int, ban: tuple[int, ...]) -> RefusalCause | None:
+        """Why ``position`` cannot take a rewind adding ``ban`` (``None`` when it can)."""
+        if self.rewinds_at.get(position, 0) >= self.budget.per_position:
+            return "position_budget"
+        raw = self.raw_logits.get(position)
+        if ban and raw is not None:
+            banned = self.bans.get(position, set()).union(ban)
+            possible = int(np.count_nonzero(raw > -np.inf))
+            if possible <= sum(1 for t in banned if raw[t] > -np.inf):
+                return "all_banned"
+        return None
+
+    def _ladder(self, position: int, match_end: int | None) -> tuple[int, int, Escalation] | None:
+        """The first rung (4b) that can take a rewind: ``(position, token to ban there, rung)``, or ``None``."""
+        tokens = self.tokens
+        if match_end is not None:  # (a) keep the match's first tokens, ban its next one
+            for later in range(position + 1, min(match_end, len(tokens) - 1) + 1):
+                if self._blocked(later, (tokens[later],)) is None:
+                    return later, tokens[later], "more_of_match"
+        # (b), (c): back into the text before ``position`` that is not yet emitted
+        committed = self.ctx.committed
+        base = self.text.char_start(committed)
+        before = self.text.text_from(committed)[: self.text.char_start(position) - base]
+        rungs: tuple[tuple[Escalation, int], ...] = (
+            ("previous_word", previous_word_start(before)),
+            ("previous_sentence", sentence_start(before)),
+        )
+        for escalation, char in rungs:
+            if char >= len(before):
+                continue
+            target = self.text.token_at_char(base + char)
+            if committed <= target < position and self._blocked(target, (tokens[target],)) is None:
+                return target, tokens[target], escalation
+        return None
 
     def _truncate(self, position: int) -> None:
         """Keep the first ``position`` tokens; forget what depended on the rest."""
         for later in range(position + 1, len(self.tokens) + 1):
             self.raw_logits.pop(later, None)
             self.bans.pop(later, None)
+            self.penalties.pop(later, None)
+            self.match_bans.discard(later)
             self.rewinds_at.pop(later, None)
         del self.tokens[position:]
         self.text.truncate(position)

@@ -7,6 +7,7 @@ from typing import Literal
 
 FinishReason = Literal["eos", "length", "stop", "budget"]
 RefusalCause = Literal["position_budget", "generation_budget", "already_emitted", "all_banned"]
+Escalation = Literal["", "more_of_match", "previous_word", "previous_sentence"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,18 @@ class TextEvent:
 
 @dataclass(frozen=True)
 class RewindEvent:
-    """Generated tokens from ``position`` on were erased (they were never emitted)."""
+    """Generated tokens from ``position`` on were erased (they were never emitted).
+
+    ``banned`` tokens are banned and ``penalized`` ``(token, factor)`` pairs
+    made less likely at ``position``. ``ban_phrase`` names the phrase or
+    pattern that caught ``suppressed_text`` (empty when the strategy named
+    none). ``escalation`` is empty for the rewind the strategy asked for, or
+    names the rung of the engine's retry ladder taken instead, when the
+    position asked for had no acceptable token left: ``"more_of_match"``
+    (a later token of the match is banned), ``"previous_word"`` or
+    ``"previous_sentence"`` (the rewind goes back there and bans the token
+    found there).
+    """
 
     position: int
     suppressed_text: str
@@ -51,13 +63,18 @@ class RewindEvent:
     inserted: tuple[int, ...]
     reason: str
     strategy: str
+    penalized: tuple[tuple[int, float], ...] = ()
+    ban_phrase: str = ""
+    escalation: Escalation = ""
 
 
 @dataclass(frozen=True)
 class RewindRefusedEvent:
     """A rewind was not carried out (budget spent, text already emitted, or nothing left to sample).
 
-    The generation goes on without that rewind.
+    The generation goes on without that rewind: the text it would have
+    erased stays (``message`` says so), or, with cause ``"all_banned"``, the
+    position is sampled without its bans.
     """
 
     position: int

@@ -61,12 +61,16 @@ class ChainStrategy(BaseStrategy):
                 return winners[0]
             bans = tuple(dict.fromkeys(t for r in winners for t in r.ban))
             insert = next((r.insert for r in winners if r.insert), ())
+            ends = [r.match_end for r in winners if r.match_end is not None]
             return Rewind(
                 deepest,
                 ban=bans,
                 insert=insert,
                 reason="; ".join(r.reason for r in winners if r.reason),
                 strategy="+".join(r.strategy for r in winners),
+                penalize=tuple(p for r in winners for p in r.penalize),
+                match_end=max(ends) if ends else None,
+                ban_phrase="; ".join(r.ban_phrase for r in winners if r.ban_phrase),
             )
         return stop or CONTINUE
 
