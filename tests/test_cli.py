@@ -295,7 +295,7 @@ def test_each_strategy_builds(args, kind):
 
 def test_render_streams_text_rewinds_and_summary():
     provider = scripted()
-    sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, ["a"]))
+    sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, ["a"], whole_words=False))
     out, err = io.StringIO(), io.StringIO()
 
     finish = cli.render(sampler.stream("c", max_new_tokens=3, temperature=0), out, err, show_rewinds=True, quiet=False)
@@ -309,7 +309,7 @@ def test_render_streams_text_rewinds_and_summary():
 
 def test_render_quiet_without_rewinds():
     provider = scripted()
-    sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, ["a"]))
+    sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, ["a"], whole_words=False))
     out, err = io.StringIO(), io.StringIO()
 
     cli.render(sampler.stream("c", max_new_tokens=2, temperature=0), out, err, show_rewinds=False, quiet=True)

@@ -57,7 +57,7 @@ def uniform_until(n: int, prompt_chars: int = 1) -> ScriptedProvider:
 
 def test_generate_yields_the_final_tokens_of_generate_text():
     provider = random_provider(RICH, seed=1)
-    sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, ["ab"]))
+    sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, ["ab"], whole_words=False))
     tokens = list(sampler.generate("a", max_new_tokens=20, seed=3))
     result = sampler.generate_text("a", max_new_tokens=20, seed=3)
     assert isinstance(result, GenerationResult)
@@ -72,7 +72,9 @@ def test_generate_yields_the_final_tokens_of_generate_text():
 @pytest.mark.parametrize("seed", range(10))
 def test_stream_equals_final_sequence(seed):
     provider = random_provider(RICH, seed=seed)
-    strategy = ChainStrategy([AntiSlopStrategy(provider, ["aba", "b b"]), ReplaceStrategy(provider, "ba", "c")])
+    strategy = ChainStrategy(
+        [AntiSlopStrategy(provider, ["aba", "b b"], whole_words=False), ReplaceStrategy(provider, "ba", "c")]
+    )
     events = run(BacktrackSampler(provider, strategy), "a", max_new_tokens=30, seed=seed)
     finish = events[-1]
     assert finish.text == provider.decode(finish.tokens)
@@ -477,7 +479,10 @@ def test_an_abandoned_stream_does_not_leak_into_the_next_generation():
     def make():
         provider = random_provider(RICH, seed=11)
         strategy = ChainStrategy(
-            [AntiSlopStrategy(provider, ["ab"]), ReplaceStrategy(provider, "ba", "c", max_replacements=1)]
+            [
+                AntiSlopStrategy(provider, ["ab"], whole_words=False),
+                ReplaceStrategy(provider, "ba", "c", max_replacements=1),
+            ]
         )
         return BacktrackSampler(provider, strategy)
 

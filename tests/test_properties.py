@@ -65,7 +65,7 @@ def check_accounting(events, counter, provider, budget, max_new_tokens, longest)
 @given(vocabs, phrases, budgets, sampling, st.integers(0, 2**16), st.floats(0.5, 4.0))
 def test_antislop_runs(vocab, slops, budget, kwargs, table, scale):
     provider = random_provider(vocab, seed=table, scale=scale, eos_bias=-3)
-    strategy, counter = counted(AntiSlopStrategy(provider, slops))
+    strategy, counter = counted(AntiSlopStrategy(provider, slops, whole_words=False))
     sampler = BacktrackSampler(provider, strategy, budget)
     events = list(sampler.stream([1], **kwargs))
     finish = check_accounting(events, counter, provider, budget, kwargs["max_new_tokens"], max(map(len, slops)))
@@ -87,7 +87,10 @@ def test_antislop_and_replace_runs(vocab, slops, replacement, budget, kwargs, ta
     provider = random_provider(vocab, seed=table, eos_bias=-3)
     find = slops[0]
     chain = ChainStrategy(
-        [AntiSlopStrategy(provider, slops[1:]), ReplaceStrategy(provider, find, replacement, max_replacements=3)]
+        [
+            AntiSlopStrategy(provider, slops[1:], whole_words=False),
+            ReplaceStrategy(provider, find, replacement, max_replacements=3),
+        ]
     )
     strategy, counter = counted(chain)
     events = list(BacktrackSampler(provider, strategy, budget).stream([1], **kwargs))
@@ -159,7 +162,9 @@ def test_streamed_text_is_the_incremental_decoding(slops, budget, kwargs, table)
     base = random_provider([EOS, *map(bytes.hex, UTF8_PIECES[1:])], seed=table)
     provider = BytesProvider(UTF8_PIECES, base.next_logits)
     slops = [s.replace("b", "é").replace(" ", "€") for s in slops]
-    events = list(BacktrackSampler(provider, AntiSlopStrategy(provider, slops), budget).stream([1], **kwargs))
+    events = list(
+        BacktrackSampler(provider, AntiSlopStrategy(provider, slops, whole_words=False), budget).stream([1], **kwargs)
+    )
     finish = check_stream(events)
     raw = b"".join(UTF8_PIECES[t] for t in finish.tokens)
     assert finish.text == raw.decode("utf-8", "replace")

@@ -93,7 +93,7 @@ def test_antislop_case(ignore_case, expected):
         return {**spell("TEST", "AMENT", ".")(text), ".": 1.0}
 
     provider = text_provider(SLOP_VOCAB, rule)
-    strategy = AntiSlopStrategy(provider, ["testament"], ignore_case=ignore_case)
+    strategy = AntiSlopStrategy(provider, ["testament"], ignore_case=ignore_case, whole_words=False)
     events = run(BacktrackSampler(strategy=strategy, provider=provider), "t", max_new_tokens=5, temperature=0)
     assert events[-1].text == expected
     assert len(of(events, RewindEvent)) == int(ignore_case)
@@ -126,7 +126,7 @@ def test_antislop_bans_the_token_where_the_phrase_began():
 )
 def test_antislop_holds_back_what_could_still_become_a_phrase(pieces, needed):
     provider = text_provider([EOS, "ab", "c", "d", "xa"], lambda text: {})
-    strategy = AntiSlopStrategy(provider, ["abcd", "Xab"])
+    strategy = AntiSlopStrategy(provider, ["abcd", "Xab"], whole_words=False)
     ctx, decisions = feed(strategy, provider, ids(provider, *pieces))
     assert all(isinstance(d, Continue) for d in decisions)
     assert strategy.holdback(ctx) >= needed
@@ -136,11 +136,11 @@ def test_antislop_holds_back_what_could_still_become_a_phrase(pieces, needed):
 def test_antislop_folds_case():
     provider = text_provider([EOS, "Stra", "ß", "e", "x"], lambda text: {})
     for ignore_case, expected in [(True, Rewind(0, ban=(1,))), (False, Continue())]:
-        strategy = AntiSlopStrategy(provider, ["STRASSE"], ignore_case=ignore_case)
+        strategy = AntiSlopStrategy(provider, ["STRASSE"], ignore_case=ignore_case, whole_words=False)
         _, decisions = feed(strategy, provider, ids(provider, "Stra", "ß", "e"))
         assert decisions[:2] == [Continue(), Continue()]
         if ignore_case:
-            expected = dataclasses.replace(expected, reason=decisions[2].reason)
+            expected = dataclasses.replace(expected, reason=decisions[2].reason, match_end=2, ban_phrase="STRASSE")
         assert decisions[2] == expected
 
 
@@ -187,11 +187,13 @@ def test_antislop_catches_a_phrase_overlapping_a_refused_one():
         return {"": {"a": 9.0}, "a": {"b": 9.0, "c": 5.0}, "ab": {"c": 9.0}}.get(text[1:], {EOS: 9.0})
 
     provider = text_provider([EOS, "a", "b", "c"], rule, default=-np.inf)
-    strategy = AntiSlopStrategy(provider, ["ab", "bc", "zzz"])
-    # "ab" is rewound once, then refused (position 0's budget is spent); "bc" begins at position 1
+    strategy = AntiSlopStrategy(provider, ["ab", "bc", "zzz"], whole_words=False)
+    # "a" is the only token at position 0, so "ab" cannot be rewound there: the retry ladder keeps "a"
+    # and bans "b" after it; then "c" comes, and "bc" cannot form
     budget = RewindBudget(per_position=1)
     events = run(BacktrackSampler(provider, strategy, budget), "c", max_new_tokens=5, temperature=0)
-    assert [r.cause for r in of(events, RewindRefusedEvent)] == ["all_banned", "position_budget"]
+    assert not of(events, RewindRefusedEvent)
+    assert [(r.position, r.escalation) for r in of(events, RewindEvent)] == [(1, "more_of_match")]
     assert events[-1].text == "ac"
 
 
@@ -526,7 +528,9 @@ def test_replace_in_a_chain_counts_only_replacements_carried_out():
     rule = {"": {"a": 9.0, "c": 5.0}, "a": {"b": 9.0}, "c": {"b": 9.0}}
     provider = text_provider(vocab, lambda text: rule.get(text[1:], {EOS: 9.0}))
     # on "ab", AntiSlop's deeper rewind to 0 wins over the replacement at 1; then "cb" comes
-    strategy = ChainStrategy([AntiSlopStrategy(provider, ["ab"]), ReplaceStrategy(provider, "b", "X")])
+    strategy = ChainStrategy(
+        [AntiSlopStrategy(provider, ["ab"], whole_words=False), ReplaceStrategy(provider, "b", "X")]
+    )
     result = BacktrackSampler(provider, strategy).generate_text("c", max_new_tokens=5, temperature=0)
     assert result.text == "cX"  # the discarded replacement did not count
 
@@ -535,7 +539,9 @@ def test_replace_in_a_chain_holds_back_enough_after_another_rewind():
     table = {"": {"a": 9.0}, "a": {"z": 9.0, "b": 5.0}, "az": {"q": 9.0}}
     provider = text_provider([EOS, "a", "b", "z", "q", "X"], lambda text: table.get(text[1:], {EOS: 9.0}))
     # "a" is emitted once "z" follows; AntiSlop rewinds "zq"; then "b" makes "ab" with the emitted "a"
-    strategy = ChainStrategy([AntiSlopStrategy(provider, ["zq"]), ReplaceStrategy(provider, "ab", "X")])
+    strategy = ChainStrategy(
+        [AntiSlopStrategy(provider, ["zq"], whole_words=False), ReplaceStrategy(provider, "ab", "X")]
+    )
     events = run(BacktrackSampler(provider, strategy), [2], max_new_tokens=6, temperature=0)
     assert not of(events, RewindRefusedEvent)
     assert events[-1].text == "X"
@@ -581,7 +587,8 @@ def test_chain_holdback_is_the_max_and_adjust_runs_in_order():
 
 def test_chain_emits_only_at_a_boundary_every_member_accepts():
     provider = text_provider([EOS, "a", "z", "b"], lambda text: {})
-    antislop, replace = AntiSlopStrategy(provider, ["zq"]), ReplaceStrategy(provider, "ab", "X")
+    antislop = AntiSlopStrategy(provider, ["zq"], whole_words=False)
+    replace = ReplaceStrategy(provider, "ab", "X")
     chain = ChainStrategy([antislop, replace])
     ctx, _ = feed(chain, provider, ids(provider, "a", "z"))
     # Alone, each would emit more: Replace everything ("az" closes "ab"), AntiSlop the "a".

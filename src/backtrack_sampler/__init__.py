@@ -19,6 +19,7 @@ from backtrack_sampler.core.events import (
 from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.strategy.adaptive_temperature_strategy import AdaptiveTemperatureStrategy
 from backtrack_sampler.strategy.antislop_strategy import AntiSlopStrategy
+from backtrack_sampler.strategy.ban_rules import BanPhrase, BanRegex, load_ban_list
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
 from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 from backtrack_sampler.strategy.creative_writing_strategy import CreativeWritingStrategy
@@ -33,6 +34,8 @@ __all__ = [
     "AdaptiveTemperatureStrategy",
     "AntiSlopStrategy",
     "BacktrackSampler",
+    "BanPhrase",
+    "BanRegex",
     "BaseStrategy",
     "ChainStrategy",
     "Continue",
@@ -54,4 +57,5 @@ __all__ = [
     "SamplingParams",
     "Stop",
     "TextEvent",
+    "load_ban_list",
 ]

@@ -1,63 +1,210 @@
-"""Following a ``PhraseAutomaton`` along the generated text, token by token, through rewinds."""
+"""Following banned phrases along the generated text, token by token, through rewinds.
+
+The text is fed to an Aho-Corasick automaton (``PhraseAutomaton``) as a
+stream of symbols: each character case-folded (``str.casefold``, so "ß" is
+"ss"), and, for whole-word phrases, two zero-width markers: ``WORD_START``
+before a word character that follows a non-word character, ``WORD_END``
+before a non-word character that follows a word character (and at the end
+of the text). A whole-word phrase is stored with the same markers, plus a
+leading ``WORD_START`` when it begins with a word character and a trailing
+``WORD_END`` when it ends with one. So "avid" never matches inside "David"
+(no marker between "D" and "a"), and a match of "avid" at the end of the
+text waits for the next character: "avidly" has no ``WORD_END`` after "d".
+
+Phrases matched anywhere (substring mode) go to a second automaton fed the
+same characters without markers. Case-sensitive phrases are matched folded,
+then checked against the original text.
+"""
 
 from __future__ import annotations
 
-from backtrack_sampler.core.context import GenerationContext
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from backtrack_sampler.core.text_units import is_word_char
+from backtrack_sampler.strategy.ban_rules import BanPhrase
 from backtrack_sampler.strategy.phrase_automaton import PhraseAutomaton
 
+if TYPE_CHECKING:
+    from backtrack_sampler.core.context import GenerationContext
 
-class PhraseTracker:
-    """The automaton state after each generated token, and what must be held back.
+# Unicode noncharacters: never meant to appear in text; a generated one is read as U+FFFD.
+WORD_START = "\ufdd0"
+WORD_END = "\ufdd1"
+_START, _END = ord(WORD_START), ord(WORD_END)
+_NONCHARACTERS = range(0xFDD0, 0xFDF0)
 
-    ``feed`` advances over the latest token's characters and returns the
-    phrases it completed; ``truncate`` follows a rewind; ``holdback`` is the
-    number of trailing tokens after the last boundary where no phrase prefix
-    was open. Holding back to that boundary (not just the current open
-    prefix) matters: a rewind to any later position restores a state whose
-    open prefix starts at or after it, so no match can begin in emitted text.
-    """
+_folds: dict[str, tuple[int, ...]] = {}
 
-    def __init__(self, automaton: PhraseAutomaton) -> None:
-        self.automaton = automaton
+
+def fold(char: str) -> tuple[int, ...]:
+    """The code points ``char`` is compared as (case-folded; noncharacters as U+FFFD)."""
+    folded = _folds.get(char)
+    if folded is None:
+        folded = tuple(0xFFFD if ord(c) in _NONCHARACTERS else ord(c) for c in char.casefold())
+        _folds[char] = folded
+    return folded
+
+
+def phrase_key(text: str, whole_word: bool) -> str:
+    """The symbols a phrase is stored as (see the module docstring)."""
+    symbols = []
+    word = None
+    for char in text:
+        is_word = is_word_char(char)
+        if whole_word and is_word != word and (word is not None or is_word):
+            symbols.append(WORD_START if is_word else WORD_END)
+        word = is_word
+        symbols.extend(map(chr, fold(char)))
+    if whole_word and word:
+        symbols.append(WORD_END)
+    return "".join(symbols)
+
+
+class PhraseMatch(NamedTuple):
+    """A phrase found in the text: characters ``start`` to ``end`` (exclusive), ``index`` in the list."""
+
+    start: int
+    end: int
+    index: int
+
+
+class _Lane:
+    """One automaton and its state after each token."""
+
+    def __init__(self, keys: list[str], phrase_of_key: list[int], markers: bool) -> None:
+        self.automaton = PhraseAutomaton(keys)
+        self.phrase_of_key = phrase_of_key
+        self.markers = markers
         self.reset()
 
     def reset(self) -> None:
-        self._states: list[int] = []  # automaton state after each token
-        self._fed: list[int] = []  # folded characters fed up to each token
-        self._origin: list[int] = []  # text offset of the character behind each folded one
-        self._closed: list[int] = []  # last boundary c <= i + 1 with no open prefix after token c - 1
+        self.states: list[int] = []
+        self.fed: list[int] = []  # symbols fed up to each token
+        self.origins: list[int] = []  # per symbol: its character's offset, or ~offset after the first symbol
 
-    def feed(self, ctx: GenerationContext) -> list[tuple[int, str]]:
-        """Advance over the latest token; return ``(start_char, phrase)`` of each match it completed.
+    def truncate(self, position: int) -> None:
+        del self.states[position:], self.fed[position:]
+        del self.origins[self.fed[-1] if self.fed else 0 :]
 
-        At each character only the longest phrase ending there is reported.
+
+class PhraseTracker:
+    """Finds banned phrases in the generated text as tokens arrive, and says what to hold back.
+
+    Args:
+        phrases: the phrases; their ``None`` options take the defaults below.
+        ignore_case: default for ``BanPhrase.ignore_case``.
+        whole_words: default for ``BanPhrase.whole_word``.
+
+    ``feed`` advances over the latest token and returns the matches it
+    completed; ``truncate`` follows a rewind; ``commit_boundary`` is the last
+    token boundary after which no phrase was open, so a rewind to any later
+    position cannot complete a phrase that begins in emitted text.
+    """
+
+    def __init__(self, phrases: Sequence[BanPhrase], ignore_case: bool = True, whole_words: bool = True) -> None:
+        self.phrases = list(phrases)
+        self.case_sensitive = [p.ignore_case is False or (p.ignore_case is None and not ignore_case) for p in phrases]
+        whole = [p.whole_word if p.whole_word is not None else whole_words for p in phrases]
+        self.lanes: list[_Lane] = []
+        for markers in (True, False):
+            chosen = [i for i, w in enumerate(whole) if w == markers]
+            if chosen:
+                keys = [phrase_key(self.phrases[i].text, markers) for i in chosen]
+                self.lanes.append(_Lane(keys, chosen, markers))
+        self.reset()
+
+    def reset(self) -> None:
+        for lane in self.lanes:
+            lane.reset()
+        self._word_after: list[bool] = []  # whether the text up to each token ends with a word character
+        self._closed: list[int] = []  # last boundary c <= i + 1 with no phrase open after token c - 1
+
+    def truncate(self, position: int) -> None:
+        """Keep the state of the first ``position`` tokens."""
+        for lane in self.lanes:
+            lane.truncate(position)
+        del self._word_after[position:], self._closed[position:]
+
+    def feed(self, ctx: GenerationContext, final: bool = False) -> list[PhraseMatch]:
+        """Advance over the latest token; return the matches completed in it.
+
+        Args:
+            ctx: the generation, whose latest token is the one to read.
+            final: the text ends after this token (so a phrase ending it is
+                whole: feed ``WORD_END``).
         """
         position = len(ctx.tokens) - 1
         self.truncate(position)  # entries past it remain only after a refused rewind
-        state = self._states[-1] if self._states else 0
-        automaton, origin = self.automaton, self._origin
+        if self._word_after:
+            word_before = self._word_after[-1]
+        else:
+            word_before = _prompt_ends_in_word(ctx)
         offset = ctx.char_start(position)
-        matches = []
-        for i, char in enumerate(ctx.text_from(position)):
-            for folded in automaton.fold(char):
-                origin.append(offset + i)
-                state = automaton.step(state, folded)
-                length = automaton.longest_match[state]
-                if length:
-                    matches.append((origin[len(origin) - length], automaton.phrase_at[state]))
-        self._states.append(state)
-        self._fed.append(len(origin))
-        closed = position + 1 if automaton.depth[state] == 0 else (self._closed[-1] if self._closed else 0)
-        self._closed.append(closed)
+        text = ctx.text_from(position)
+        matches: list[PhraseMatch] = []
+        closed = True
+        for lane in self.lanes:
+            self._advance(lane, ctx, text, offset, word_before, final, matches)
+            closed = closed and lane.states[-1] == 0
+        self._word_after.append(is_word_char(text[-1]) if text else word_before)
+        self._closed.append(position + 1 if closed else (self._closed[-1] if self._closed else 0))
         return matches
 
-    def truncate(self, position: int) -> None:
-        """Keep the entries of the first ``position`` tokens."""
-        del self._states[position:], self._fed[position:], self._closed[position:]
-        del self._origin[self._fed[-1] if self._fed else 0 :]
+    def _advance(self, lane, ctx, text, offset, word, final, matches) -> None:
+        automaton, origins, markers = lane.automaton, lane.origins, lane.markers
+        step, has_ends = automaton.step, automaton.has_ends
+        state = lane.states[-1] if lane.states else 0
+        for i, char in enumerate(text):
+            at = offset + i
+            if markers:
+                is_word = is_word_char(char)
+                if is_word != word:
+                    origins.append(at)
+                    state = step(state, _START if is_word else _END)
+                    if has_ends(state):
+                        self._report(lane, ctx, state, at, matches)
+                    word = is_word
+            symbols = fold(char)
+            for j, symbol in enumerate(symbols):
+                origins.append(~at if j else at)
+                state = step(state, symbol)
+                if has_ends(state) and j == len(symbols) - 1:  # a match must end on a whole character
+                    self._report(lane, ctx, state, at + 1, matches)
+        if final and markers and word:
+            origins.append(offset + len(text))
+            state = step(state, _END)
+            if has_ends(state):
+                self._report(lane, ctx, state, offset + len(text), matches)
+        lane.states.append(state)
+        lane.fed.append(len(origins))
+
+    def _report(self, lane: _Lane, ctx: GenerationContext, state: int, end: int, matches: list[PhraseMatch]) -> None:
+        origins, lengths = lane.origins, lane.automaton.key_length
+        for key in lane.automaton.ends(state):
+            start = origins[len(origins) - lengths[key]]
+            if start < 0:  # begins inside a character's folding ("sa" in "ßa")
+                continue
+            index = lane.phrase_of_key[key]
+            if self.case_sensitive[index] and _span(ctx, start, end) != self.phrases[index].text:
+                continue
+            matches.append(PhraseMatch(start, end, index))
 
     def commit_boundary(self, upto: int) -> int:
-        """The last boundary <= ``upto`` after which no phrase prefix was open."""
-        if len(self.automaton) == 1 or upto == 0:  # no phrases, or nothing to emit
+        """The last boundary <= ``upto`` after which no phrase was open."""
+        if not self.lanes or upto == 0:  # no phrases, or nothing to emit
             return upto
         return self._closed[min(upto, len(self._closed)) - 1] if self._closed else 0
+
+
+def _span(ctx: GenerationContext, start: int, end: int) -> str:
+    token = ctx.token_at_char(start)
+    base = ctx.char_start(token)
+    return ctx.text_from(token)[start - base : end - base]
+
+
+def _prompt_ends_in_word(ctx: GenerationContext) -> bool:
+    """Whether the prompt's last character is a word character (so the first word generated may continue it)."""
+    tail = b"".join(ctx.provider.token_bytes(t) for t in ctx.prompt_tokens[-4:])
+    text = tail.decode("utf-8", errors="ignore")
+    return bool(text) and is_word_char(text[-1])

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.strategy.ban_rules import BanPhrase
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
-from backtrack_sampler.strategy.phrase_automaton import PhraseAutomaton
 from backtrack_sampler.strategy.phrase_tracker import PhraseTracker
 
 
@@ -55,7 +55,8 @@ class ReplaceStrategy(BaseStrategy):
         self.max_new_tokens_for_replace = max_new_tokens_for_replace
         self.skip_tokens = skip_tokens
         self.max_prob = max_prob
-        self.tracker = PhraseTracker(PhraseAutomaton(self.find, ignore_case=False))
+        phrases = [BanPhrase(f, ignore_case=False, whole_word=False) for f in self.find]
+        self.tracker = PhraseTracker(phrases)
         self.reset()
 
     def reset(self) -> None:
@@ -81,7 +82,8 @@ class ReplaceStrategy(BaseStrategy):
         matches = self.tracker.feed(ctx)
         if self.replacements >= self.max_replacements:
             return CONTINUE
-        for start, found in sorted(matches):
+        for start, _, index in sorted(matches):
+            found = self.find[index]
             if start < self._protected_until:
                 continue
             position = ctx.token_at_char(start)

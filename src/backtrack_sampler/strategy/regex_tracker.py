@@ -1,0 +1,146 @@
+r"""Following banned regular expressions along the generated text, token by token, through rewinds.
+
+Uses the ``regex`` package (extra ``regex``), imported when a tracker is
+built. For each pattern the tracker keeps an anchor: the first character
+where a match could still begin. After each token it searches from the
+anchor with ``partial=True``:
+
+- a complete match that ends before the end of the text is reported;
+- a partial match (one that needs more text), or a complete one that
+  touches the end of the text (``avid\b`` at the end may still become
+  "avidly"), moves the anchor to where it starts: that text is held back;
+- no match at all moves the anchor to the end of the text.
+
+So each search reads only the text from the anchor on (plus ``CONTEXT``
+characters before it, for lookbehinds and ``\b``), never the whole text.
+A partial match older than ``window`` characters is given up on, so a
+pattern like ``a.*b`` cannot hold the stream back forever; matches longer
+than the window may then pass. At the end of the text (``final``) the
+search is not partial, and matches touching the end count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from backtrack_sampler.strategy.ban_rules import MAX_PATTERN_LENGTH, BanRegex
+from backtrack_sampler.strategy.phrase_tracker import PhraseMatch
+
+if TYPE_CHECKING:
+    from backtrack_sampler.core.context import GenerationContext
+
+CONTEXT = 64
+"""Characters before the earliest anchor given to the search, for lookbehinds and word boundaries."""
+
+
+def compile_pattern(pattern: str, max_length: int = MAX_PATTERN_LENGTH) -> Any:
+    """Compile a banned pattern with the ``regex`` package.
+
+    Raises:
+        ImportError: when ``regex`` is not installed.
+        ValueError: naming the pattern when it is too long, invalid, or
+            matches the empty string.
+    """
+    try:
+        import regex
+    except ImportError:  # pragma: no cover - the extra is installed in the test environment
+        raise ImportError("regex bans need the 'regex' package: pip install 'backtrack_sampler[regex]'") from None
+    if len(pattern) > max_length:
+        raise ValueError(f"regex {pattern[:40]!r}... is {len(pattern)} characters long; the limit is {max_length}")
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as exc:
+        raise ValueError(f"regex {pattern!r} is invalid: {exc}") from None
+    if compiled.fullmatch("") is not None:
+        raise ValueError(f"regex {pattern!r} matches the empty string, so it would ban nothing in particular")
+    return compiled
+
+
+class RegexTracker:
+    """Finds banned patterns in the generated text as tokens arrive, and says what to hold back.
+
+    Args:
+        patterns: the patterns to ban.
+        timeout: seconds one search may take; beyond it ``feed`` raises a
+            ``ValueError`` naming the pattern.
+        window: the longest text (in characters) a partial match may hold back.
+        max_pattern_length: the longest pattern accepted.
+    """
+
+    def __init__(
+        self,
+        patterns: Sequence[BanRegex],
+        timeout: float = 0.05,
+        window: int = 256,
+        max_pattern_length: int = MAX_PATTERN_LENGTH,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"regex_timeout must be a number of seconds > 0, got {timeout!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"regex_window must be an integer >= 1, got {window!r}")
+        self.patterns = list(patterns)
+        self.timeout = float(timeout)
+        self.window = window
+        self._compiled = [compile_pattern(p.pattern, max_pattern_length) for p in self.patterns]
+        self.reset()
+
+    def reset(self) -> None:
+        self._anchors: list[tuple[int, ...]] = []  # per token: each pattern's anchor (a character offset)
+        self._closed: list[int] = []
+
+    def truncate(self, position: int) -> None:
+        """Keep the state of the first ``position`` tokens."""
+        del self._anchors[position:], self._closed[position:]
+
+    def feed(self, ctx: GenerationContext, final: bool = False) -> list[PhraseMatch]:
+        """Advance over the latest token; return the matches found (``index`` into ``patterns``)."""
+        position = len(ctx.tokens) - 1
+        self.truncate(position)
+        n_chars = ctx.n_chars
+        anchors = self._anchors[-1] if self._anchors else (0,) * len(self.patterns)
+        matches: list[PhraseMatch] = []
+        if self.patterns:
+            first = ctx.token_at_char(max(0, min(anchors) - CONTEXT))
+            base = ctx.char_start(first)
+            text = ctx.text_from(first)
+            anchors = tuple(
+                self._search(i, text, anchor - base, final, matches, base) + base for i, anchor in enumerate(anchors)
+            )
+        self._anchors.append(anchors)
+        closed = not anchors or min(anchors) >= n_chars
+        self._closed.append(position + 1 if closed else (self._closed[-1] if self._closed else 0))
+        return matches
+
+    def _search(self, index: int, text: str, pos: int, final: bool, matches: list[PhraseMatch], base: int) -> int:
+        """Report the matches of pattern ``index`` in ``text[pos:]``; return its new anchor (in ``text``)."""
+        compiled, end = self._compiled[index], len(text)
+        while pos <= end:
+            try:
+                match = compiled.search(text, pos, partial=not final, timeout=self.timeout)
+            except TimeoutError:
+                pattern = self.patterns[index].pattern
+                raise ValueError(
+                    f"regex {pattern!r} took longer than {self.timeout} s on {end - pos} characters of text; "
+                    "simplify it (nested repeats like (a|aa)+ take exponential time)"
+                ) from None
+            if match is None:
+                return end
+            start, stop = match.span()
+            if match.partial or (stop == end and not final):
+                if end - start <= self.window:
+                    return start  # it may still complete (or be undone): hold it back
+                pos = max(start + 1, end - self.window)  # too old: give it up
+                continue
+            if stop > start:
+                matches.append(PhraseMatch(base + start, base + stop, index))
+                pos = stop
+            else:  # an empty match (a lookaround): nothing to ban here
+                pos = start + 1
+        return end
+
+    def commit_boundary(self, upto: int) -> int:
+        """The last boundary <= ``upto`` after which no pattern could still match."""
+        if not self.patterns or upto == 0:
+            return upto
+        return self._closed[min(upto, len(self._closed)) - 1] if self._closed else 0
