@@ -1,0 +1,101 @@
+"""Real servers on 127.0.0.1 for the remote provider's tests: vLLM (a subprocess) and our own (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_ENV = "BACKTRACK_VLLM_PYTHON"
+VLLM_MODEL_NAME = "smollm2"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def vllm_python() -> Path | None:
+    """The python of the vLLM venv: $BACKTRACK_VLLM_PYTHON, else .vllm-venv/ (scripts/setup_vllm.sh)."""
+    configured = os.environ.get(VLLM_ENV)
+    path = Path(configured) if configured else ROOT / ".vllm-venv" / "bin" / "python"
+    return path if path.is_file() else None
+
+
+def wait_ready(url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"the server exited with status {process.returncode} before it was ready:\n{tail}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    tail = log.read_text(errors="replace")[-3000:] if log else ""
+    raise RuntimeError(f"{url} was not ready after {timeout:.0f} s:\n{tail}")
+
+
+@contextlib.contextmanager
+def vllm_server(python: Path, model_dir: Path, dtype: str = "float32", timeout: float = 600) -> Iterator[str]:
+    """Start vLLM's OpenAI server on a free port; yield its base URL; stop it.
+
+    float32 (not bfloat16) so that a position computed in a prefill and the
+    same position computed in a decode step pick the same argmax: the greedy
+    comparisons are then exact.
+    """
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
+    command = [
+        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--served-model-name", VLLM_MODEL_NAME,
+        "--max-model-len", "2048", "--enforce-eager", "--dtype", dtype, "--max-logprobs", "20",
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v1/models", timeout, process, log)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+        log.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def our_server(provider, model_name: str = "smollm2") -> Iterator[str]:
+    """``backtrack_sampler.server.create_app(provider)`` under uvicorn in a thread; yield its base URL."""
+    import uvicorn
+
+    from backtrack_sampler.server import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(provider, model_name), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v1/models", 60)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(30)

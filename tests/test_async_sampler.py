@@ -1,0 +1,99 @@
+"""AsyncBacktrackSampler: many generations in worker threads, each with a sampler of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, FinishEvent, TextEvent
+from backtrack_sampler.async_sampler import AsyncBacktrackSampler, run_concurrently
+from scripted import EOS, check_stream, random_provider
+
+VOCAB = [EOS, "a", "b", "ab", "ba", " ", "c"]
+
+
+def make_sampler():
+    provider = random_provider(VOCAB, seed=3)
+    return BacktrackSampler(provider, AntiSlopStrategy(provider, ["ab", "b a"]))
+
+
+def test_results_equal_the_sequential_ones_and_keep_their_order():
+    prompts = ["a", "b", "ab", "ba", "a b", "bb"]
+    expected = [make_sampler().generate_text(p, max_new_tokens=20, seed=i) for i, p in enumerate(prompts)]
+
+    async def main():
+        async with AsyncBacktrackSampler(make_sampler, max_concurrency=3) as sampler:
+            tasks = [sampler.generate_text(p, max_new_tokens=20, seed=i) for i, p in enumerate(prompts)]
+            return await asyncio.gather(*tasks)
+
+    got = asyncio.run(main())
+    assert [r.tokens for r in got] == [r.tokens for r in expected]
+    assert [r.text for r in got] == [r.text for r in expected]
+
+
+def test_no_more_than_max_concurrency_run_at_once():
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def counting_sampler():
+        sampler = make_sampler()
+        original = sampler.provider._forward
+
+        def forward(tokens):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            try:
+                threading.Event().wait(0.001)
+                return original(tokens)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        sampler.provider._forward = forward
+        return sampler
+
+    results = run_concurrently(counting_sampler, ["a"] * 8, concurrency=2, max_new_tokens=10, seed=0)
+    assert all(not isinstance(r, BaseException) for r in results)
+    assert 1 <= peak[0] <= 2
+
+
+def test_stream_yields_the_events_and_leaving_early_stops_the_generation():
+    async def main():
+        sampler = AsyncBacktrackSampler(make_sampler, max_concurrency=1)
+        events = [e async for e in sampler.stream("a", max_new_tokens=30, seed=1)]
+        first = None
+        async for event in sampler.stream("a", max_new_tokens=30, seed=1):
+            if isinstance(event, TextEvent):
+                first = event
+                break
+        sampler.close()
+        return events, first
+
+    events, first = asyncio.run(main())
+    finish = check_stream(events)
+    assert isinstance(finish, FinishEvent)
+    assert first is not None and finish.text.startswith(first.text)
+
+
+def test_errors_reach_the_caller_in_order():
+    results = run_concurrently(make_sampler, ["a", "", "b"], concurrency=2, max_new_tokens=5)
+    assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
+    assert isinstance(results[1], ValueError) and "prompt must not be empty" in str(results[1])
+
+    async def streamed():
+        async for _ in AsyncBacktrackSampler(make_sampler).stream("a", max_new_tokens=-1):
+            pass
+
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
+        asyncio.run(streamed())
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="max_concurrency must be an integer >= 1, got 0"):
+        AsyncBacktrackSampler(make_sampler, 0)
+    with pytest.raises(TypeError, match="make_sampler must be a callable"):
+        AsyncBacktrackSampler("sampler")
+    results = run_concurrently(lambda: "not a sampler", ["a"], max_new_tokens=5)
+    assert isinstance(results[0], TypeError) and "must return a BacktrackSampler" in str(results[0])
