@@ -43,3 +43,27 @@ def hf_provider(hf_smollm):
 
     model, tokenizer = hf_smollm
     return TransformersProvider(model, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def server_provider(smollm_path):
+    """The embedded model for the server tests, on a Llama of its own.
+
+    The server's worker thread may still be finishing a cancelled generation
+    when the next test starts, so it must not share the ``llm`` fixture.
+    """
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra: llamacpp)")
+    pytest.importorskip("fastapi", reason="FastAPI is not installed (extra: server)")
+    from backtrack_sampler.models import load_llama
+    from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
+
+    return LlamacppProvider(load_llama(smollm_path, n_ctx=2048))
+
+
+@pytest.fixture(scope="session")
+def live_server(server_provider):
+    """The app on uvicorn at http://127.0.0.1:<free port>, for the whole session (see server_support.py)."""
+    from server_support import LiveServer, make_app
+
+    with LiveServer(make_app(server_provider)) as server:
+        yield server

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_generate_arguments(generate)
     generate.set_defaults(handler=run_generate)
+    from backtrack_sampler.server.cli_serve import add_serve_command  # imports neither FastAPI nor uvicorn
+
+    add_serve_command(commands)
     return parser
 
 

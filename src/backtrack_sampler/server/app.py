@@ -1,0 +1,208 @@
+"""The app factory: an OpenAI-compatible API and the playground page over one provider.
+
+Routes:
+
+- ``POST /v1/completions`` and ``POST /v1/chat/completions``: streamed (SSE)
+  or not; see ``schemas`` for the fields, ``responses`` for the shapes.
+- ``GET /v1/models``, ``GET /health``.
+- ``GET /``: the playground (static files under ``server/static``).
+
+A request is checked and planned in a thread (``prepare``), then queued on
+the provider's single worker thread (``worker``); the event loop only waits
+for outputs and formats them. A client that disconnects cancels its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from backtrack_sampler import __version__
+from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.server.errors import APIError, error_body, install_error_handlers
+from backtrack_sampler.server.prepare import chat_plan, completion_plan
+from backtrack_sampler.server.responses import ChatFormatter, CompletionFormatter, Formatter
+from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest
+from backtrack_sampler.server.settings import ServerSettings
+from backtrack_sampler.server.sse import DONE, EventStreamResponse, sse
+from backtrack_sampler.server.worker import Job, JobEnded, JobFailed, ModelWorker
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def create_app(
+    provider: BaseProvider,
+    model_name: str,
+    api_key: str | None = None,
+    **limits: Any,
+) -> FastAPI:
+    """An app serving ``provider`` under the id ``model_name``.
+
+    Args:
+        provider: the model; every app on one provider shares one worker thread.
+        model_name: the id listed by ``/v1/models``.
+        api_key: when given, ``/v1/...`` requests need ``Authorization: Bearer <api_key>``.
+        **limits: the other fields of ``ServerSettings`` (``max_prompt_tokens``,
+            ``max_tokens_limit``, ``max_bans``, ``max_logprobs``, ``max_n``, ...).
+
+    Example:
+        >>> app = create_app(LlamacppProvider(llm), "smollm2")  # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+    """
+    if not isinstance(provider, BaseProvider):
+        raise TypeError(f"provider must be a BaseProvider, got {type(provider).__name__}")
+    settings = ServerSettings(model_name=model_name, api_key=api_key, **limits)
+    worker = ModelWorker.for_provider(provider)
+    app = FastAPI(
+        title="backtrack_sampler",
+        version=__version__,
+        description="An OpenAI-compatible API whose sampling strategies can backtrack.",
+    )
+    app.state.settings = settings
+    app.state.provider = provider
+    app.state.worker = worker
+    install_error_handlers(app)
+    started = int(time.time())
+
+    api = APIRouter(prefix="/v1", dependencies=[Depends(_authorize)])
+
+    @api.get("/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(settings, provider, started)]}
+
+    @api.get("/models/{model_id}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        if model_id != settings.model_name:
+            raise APIError(f"model {model_id!r} is not served here", param="model", status=404, code="model_not_found")
+        return _model_card(settings, provider, started)
+
+    @api.post("/completions")
+    async def completions(request: Request, body: CompletionRequest):
+        plan, prompt_tokens = await run_in_threadpool(completion_plan, body, provider, settings)
+        formatter = CompletionFormatter(
+            provider,
+            settings.model_name,
+            plan.top_logprobs,
+            body.return_tokens_as_token_ids,
+            body.backtrack_events,
+            bool(body.stream and body.stream_options and body.stream_options.include_usage),
+            prompt_tokens,
+        )
+        return await _respond(request, worker.submit(plan), formatter, body.stream)
+
+    @api.post("/chat/completions")
+    async def chat_completions(request: Request, body: ChatCompletionRequest):
+        plan, prompt_tokens = await run_in_threadpool(chat_plan, body, provider, settings)
+        formatter = ChatFormatter(
+            provider,
+            settings.model_name,
+            plan.top_logprobs,
+            body.return_tokens_as_token_ids,
+            body.backtrack_events,
+            bool(body.stream and body.stream_options and body.stream_options.include_usage),
+            prompt_tokens,
+        )
+        return await _respond(request, worker.submit(plan), formatter, body.stream)
+
+    app.include_router(api)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": settings.model_name, "generation": worker.status()}
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+async def _authorize(request: Request) -> None:
+    key = request.app.state.settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        message = "missing API key: send 'Authorization: Bearer <key>'" if not header else "invalid API key"
+        raise APIError(message, status=401, code="invalid_api_key")
+
+
+def _model_card(settings: ServerSettings, provider: BaseProvider, created: int) -> dict[str, Any]:
+    return {
+        "id": settings.model_name,
+        "object": "model",
+        "created": created,
+        "owned_by": "backtrack_sampler",
+        "max_model_len": provider.context_length,
+    }
+
+
+async def _respond(request: Request, job: Job, formatter: Formatter, stream: bool):
+    if stream:
+        return EventStreamResponse(_event_stream(job, formatter))
+    try:
+        failure = await _collect(request, job, formatter)
+    finally:
+        job.cancel()  # no-op once finished; stops the generation if the client went away
+    if failure is not None:
+        raise APIError(failure.message, status=failure.status)
+    return JSONResponse(formatter.response())
+
+
+async def _collect(request: Request, job: Job, formatter: Formatter) -> JobFailed | None:
+    """Gather every output of ``job``; return early (cancelling it) if the client disconnects."""
+    disconnected = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        while True:
+            getter = asyncio.ensure_future(job.outputs.get())
+            await asyncio.wait({getter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                job.cancel()
+                return None
+            item = getter.result()
+            if isinstance(item, JobEnded):
+                return None
+            if isinstance(item, JobFailed):
+                return item
+            formatter.collect(item)
+    finally:
+        disconnected.cancel()
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _event_stream(job: Job, formatter: Formatter) -> AsyncIterator[str]:
+    """The SSE body of a streamed request; leaving it early (client gone) cancels the job."""
+    try:
+        while True:
+            item = await job.outputs.get()
+            if isinstance(item, JobEnded):
+                break
+            if isinstance(item, JobFailed):
+                kind = "invalid_request_error" if item.status < 500 else "server_error"
+                yield sse(error_body(item.message, kind))
+                break
+            for chunk in formatter.chunks(item):
+                yield sse(chunk)
+        if formatter.include_usage:
+            yield sse(formatter.usage_chunk())
+        yield DONE
+    finally:
+        job.cancel()

@@ -1,0 +1,231 @@
+"""Checking a request against the model and the limits, and turning it into a ``GenerationPlan``.
+
+Everything that can be wrong with a request is found here, before it is
+queued: every problem raises ``APIError`` (400, naming the parameter), so
+the worker only runs plans that make sense. This runs in a thread of its own
+(tokenizing and building ban automata may take a moment), never in the
+worker that runs the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.server.errors import APIError, short_repr
+from backtrack_sampler.server.generation import ChoiceSpec, GenerationPlan
+from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from backtrack_sampler.server.settings import ServerSettings
+from backtrack_sampler.server.strategies import build_strategy
+
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+LOGIT_BIAS_LIMIT = 100.0
+
+
+def check_model(requested: str | None, settings: ServerSettings) -> None:
+    """404 when the request names another model than the one served."""
+    if requested is not None and requested != settings.model_name:
+        raise APIError(
+            f"model {requested!r} is not served here; this server serves {settings.model_name!r}",
+            param="model",
+            status=404,
+            code="model_not_found",
+        )
+
+
+def completion_plan(
+    request: CompletionRequest, provider: BaseProvider, settings: ServerSettings
+) -> tuple[GenerationPlan, list[int]]:
+    """The plan of a ``/v1/completions`` request, and the token count of each prompt."""
+    check_model(request.model, settings)
+    if request.echo:
+        raise APIError("echo: only false is supported", param="echo", code="unsupported")
+    if request.suffix:
+        raise APIError("suffix: not supported", param="suffix", code="unsupported")
+    if request.best_of is not None and request.best_of != request.n:
+        raise APIError(f"best_of: only best_of == n is supported, got {request.best_of}", param="best_of")
+    if request.logprobs is not None and request.logprobs > settings.max_logprobs:
+        raise APIError(
+            f"logprobs: at most {settings.max_logprobs}, got {request.logprobs}", param="logprobs", code="limit"
+        )
+    prompts = [_prompt_tokens(p, provider, settings, "prompt") for p in request.prompts()]
+    max_tokens = _max_tokens(request.max_tokens, "max_tokens", settings, COMPLETIONS_DEFAULT_MAX_TOKENS)
+    plan = _plan(request, prompts, provider, settings, max_tokens, request.logprobs)
+    return plan, [len(p) for p in prompts]
+
+
+def chat_plan(
+    request: ChatCompletionRequest, provider: BaseProvider, settings: ServerSettings
+) -> tuple[GenerationPlan, list[int]]:
+    """The plan of a ``/v1/chat/completions`` request, and the prompt's token count."""
+    check_model(request.model, settings)
+    if request.tools:
+        raise APIError("tools: not supported", param="tools", code="unsupported")
+    json_root = _json_root(request.response_format)
+    top = None
+    if request.logprobs:
+        top = request.top_logprobs or 0
+        if top > settings.max_logprobs:
+            raise APIError(f"top_logprobs: at most {settings.max_logprobs}, got {top}", param="top_logprobs")
+    elif request.top_logprobs is not None:
+        raise APIError("top_logprobs: needs logprobs set to true", param="top_logprobs")
+    if request.max_tokens is not None and request.max_completion_tokens is not None:
+        if request.max_tokens != request.max_completion_tokens:
+            raise APIError("max_completion_tokens: differs from max_tokens; give one", param="max_completion_tokens")
+    requested = request.max_completion_tokens or request.max_tokens
+    param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+    max_tokens = _max_tokens(requested, param, settings, settings.max_tokens_limit)
+    messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+    try:
+        prompt = provider.apply_chat_template(messages)
+    except NotImplementedError as exc:
+        raise APIError(f"messages: {exc}; use /v1/completions", param="messages", code="no_chat_template") from None
+    except Exception as exc:  # a template may reject a conversation (roles out of order, ...)
+        raise APIError(f"messages: the chat template refused them: {exc}", param="messages") from None
+    tokens = _prompt_tokens(prompt, provider, settings, "messages")
+    return _plan(request, [tokens], provider, settings, max_tokens, top, json_root), [len(tokens)]
+
+
+def _json_root(response_format: dict | None) -> str | None:
+    """``"object"`` for ``{"type": "json_object"}`` (JsonStrategy), ``None`` for plain text."""
+    kind = (response_format or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "object"
+    raise APIError(
+        f"response_format.type: only 'text' and 'json_object' are supported, got {short_repr(kind)}",
+        param="response_format.type",
+        code="unsupported",
+    )
+
+
+# -- shared checks ----------------------------------------------------------------------------
+def _plan(
+    request: SamplingRequest,
+    prompts: list[list[int]],
+    provider: BaseProvider,
+    settings: ServerSettings,
+    max_tokens: int,
+    top_logprobs: int | None,
+    json_root: str | None = None,
+) -> GenerationPlan:
+    if request.n > settings.max_n:
+        raise APIError(f"n: at most {settings.max_n}, got {request.n}", param="n", code="limit")
+    if request.stream_options is not None and not request.stream:
+        raise APIError("stream_options: only allowed when stream is true", param="stream_options")
+    stops = request.stop or []
+    if len(stops) > settings.max_stop:
+        raise APIError(f"stop: at most {settings.max_stop} stop strings, got {len(stops)}", param="stop", code="limit")
+    phrases, patterns = request.banned_strings or [], request.banned_regex or []
+    if len(phrases) + len(patterns) > settings.max_bans:
+        param = "banned_strings" if phrases else "banned_regex"
+        raise APIError(
+            f"{param}: at most {settings.max_bans} banned strings and patterns together, "
+            f"got {len(phrases) + len(patterns)}",
+            param=param,
+            code="limit",
+        )
+    _check_patterns(patterns, settings)
+    strategy = build_strategy(provider, request.strategy, phrases, patterns, json_root)
+    budget = RewindBudget(
+        per_position=16 if request.rewinds_per_position is None else request.rewinds_per_position,
+        per_generation=request.max_rewinds,
+    )
+    top_k = request.top_k or 0
+    choices = []
+    for p, tokens in enumerate(prompts):
+        for j in range(request.n):
+            seed = None if request.seed is None else request.seed + j
+            choices.append(ChoiceSpec(p * request.n + j, tokens, seed))
+    return GenerationPlan(
+        choices=choices,
+        max_new_tokens=max_tokens,
+        strategy=strategy,
+        budget=budget,
+        temperature=request.temperature,
+        top_k=max(0, top_k),
+        top_p=None if request.top_p >= 1 else request.top_p,
+        min_p=request.min_p or None,
+        logit_bias=_logit_bias(request.logit_bias, provider),
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        stops=stops,
+        top_logprobs=top_logprobs,
+        backtrack_events=request.backtrack_events,
+    )
+
+
+def _max_tokens(value: int | None, param: str, settings: ServerSettings, default: int) -> int:
+    if value is None:
+        return min(default, settings.max_tokens_limit)
+    if value > settings.max_tokens_limit:
+        raise APIError(
+            f"{param}: this server allows at most {settings.max_tokens_limit}, got {value}", param=param, code="limit"
+        )
+    return value
+
+
+def _prompt_tokens(prompt: str | Sequence[int], provider: BaseProvider, settings: ServerSettings, param: str) -> list:
+    if isinstance(prompt, str):
+        tokens = provider.encode(prompt)
+    else:
+        tokens = list(prompt)
+        bad = [t for t in tokens if t >= provider.vocab_size]
+        if bad:
+            message = f"{param}: token ids must be in [0, {provider.vocab_size}), got {bad[0]}"
+            raise APIError(message, param=param, code="invalid_value")
+    if not tokens:
+        raise APIError(f"{param}: the prompt is empty", param=param, code="invalid_value")
+    limit = settings.max_prompt_tokens
+    if limit is not None and len(tokens) > limit:
+        raise APIError(
+            f"{param}: the prompt has {len(tokens)} tokens; this server allows at most {limit}",
+            param=param,
+            code="limit",
+        )
+    context = provider.context_length
+    if context is not None and len(tokens) >= context:
+        raise APIError(
+            f"{param}: the prompt has {len(tokens)} tokens but the model's context holds {context}",
+            param=param,
+            code="context_length_exceeded",
+        )
+    return tokens
+
+
+def _logit_bias(bias: dict[str, float] | None, provider: BaseProvider) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for key, value in (bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise APIError(f"logit_bias: keys must be token ids, got {key!r}", param="logit_bias") from None
+        if not 0 <= token < provider.vocab_size:
+            raise APIError(
+                f"logit_bias: token ids must be in [0, {provider.vocab_size}), got {token}", param="logit_bias"
+            )
+        out[token] = max(-LOGIT_BIAS_LIMIT, min(LOGIT_BIAS_LIMIT, float(value)))
+    return out
+
+
+def _check_patterns(patterns: Sequence[str], settings: ServerSettings) -> None:
+    """Patterns must compile and stay short (the strategy itself guards matching time)."""
+    for i, pattern in enumerate(patterns):
+        if len(pattern) > settings.max_regex_length:
+            raise APIError(
+                f"banned_regex.{i}: patterns may hold at most {settings.max_regex_length} characters, "
+                f"got {len(pattern)}",
+                param=f"banned_regex.{i}",
+                code="limit",
+            )
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise APIError(
+                f"banned_regex.{i}: not a valid regular expression {short_repr(pattern)}: {exc}",
+                param=f"banned_regex.{i}",
+                code="invalid_value",
+            ) from None

@@ -1,0 +1,164 @@
+"""The strategy the server runs for a request: the request's own strategy, wrapped.
+
+``RequestStrategy`` delegates every hook to the strategy the request asked
+for (if any) and adds, in ``adjust_logits`` and ``on_token``:
+
+1. a record of each token: its text, where that text starts, and (when
+   logprobs are asked for) its raw log-probability and the top alternatives,
+   read from the model's logits before any bias, penalty or strategy;
+2. ``logit_bias`` and the presence/frequency penalties, added to the logits
+   before the request's strategy sees them;
+3. a ``Stop`` when a stop string appears in the text, or when the client
+   went away (``JobControl.cancel``), checked after every token.
+
+Like every strategy it only answers decisions; the engine does the rewinding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from backtrack_sampler.core.context import GenerationContext
+from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind, Stop
+from backtrack_sampler.server.control import JobControl
+from backtrack_sampler.strategy.base_strategy import BaseStrategy
+
+STOP_STRING = "stop string"
+CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """One generated token as the client sees it.
+
+    Attributes:
+        token: the token id.
+        text: the characters this token completed (the texts of consecutive tokens join into the output).
+        offset: where ``text`` starts in the generated text, in characters.
+        logprob: its log-probability under the raw model, or ``None`` (not asked, or inserted by a strategy).
+        top: the most likely ``(token id, logprob)`` at that position, best first; empty when not asked.
+    """
+
+    token: int
+    text: str
+    offset: int
+    logprob: float | None
+    top: tuple[tuple[int, float], ...]
+
+
+class RequestStrategy(BaseStrategy):
+    """Wrap ``inner`` (or nothing) with logit bias, penalties, stop strings, cancellation and token records.
+
+    Args:
+        inner: the request's strategy, or ``None``.
+        control: the request's cancellation flag and counters.
+        logit_bias: ``{token id: bias}``, already clamped to [-100, 100].
+        presence_penalty: subtracted once from the logits of every token generated so far.
+        frequency_penalty: subtracted from them once per use.
+        stops: stop strings.
+        top_logprobs: how many alternatives to record per token; ``None`` records no logprobs.
+    """
+
+    def __init__(
+        self,
+        inner: BaseStrategy | None,
+        control: JobControl,
+        logit_bias: Mapping[int, float] | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        stops: Sequence[str] = (),
+        top_logprobs: int | None = None,
+    ) -> None:
+        self.inner = inner
+        self.control = control
+        bias = dict(logit_bias or {})
+        self._bias_ids = np.array(list(bias), dtype=np.int64)
+        self._bias_values = np.array(list(bias.values()), dtype=np.float32)
+        self.presence_penalty = presence_penalty
+        self.frequency_penalty = frequency_penalty
+        self.stops = list(stops)
+        self._longest_stop = max((len(s) for s in self.stops), default=0)
+        self.top_logprobs = top_logprobs
+        self.needs_full_logits = bool(inner and inner.needs_full_logits)
+        self.records: list[TokenRecord] = []
+        self._top: dict[int, tuple[tuple[int, float], ...]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.inner.name if self.inner is not None else "none"
+
+    @property
+    def adjusts_logits(self) -> bool:
+        changes = bool(self._bias_ids.size or self.presence_penalty or self.frequency_penalty)
+        records = self.top_logprobs is not None
+        return changes or records or bool(self.inner is not None and self.inner.adjusts_logits)
+
+    def reset(self) -> None:
+        self.records.clear()
+        self._top.clear()
+        if self.inner is not None:
+            self.inner.reset()
+
+    def adjust_logits(self, ctx: GenerationContext, logits: np.ndarray) -> np.ndarray:
+        if self.top_logprobs is not None:
+            self._top[ctx.position] = _top_logprobs(logits, self.top_logprobs)
+        if self._bias_ids.size:
+            logits[self._bias_ids] += self._bias_values
+        if (self.presence_penalty or self.frequency_penalty) and ctx.tokens:
+            counts = np.bincount(np.asarray(ctx.tokens, dtype=np.int64), minlength=logits.shape[0])
+            used = np.nonzero(counts)[0]
+            logits[used] -= self.presence_penalty + self.frequency_penalty * counts[used]
+        if self.inner is not None:
+            logits = self.inner.adjust_logits(ctx, logits)
+        return logits
+
+    def on_token(self, ctx: GenerationContext, token: int) -> Decision:
+        self.control.tokens_sampled += 1
+        if self.control.cancelled:
+            return Stop(CANCELLED, keep_token=False)
+        position = len(ctx.tokens) - 1
+        logprob = ctx.logprob(position, token) if self.top_logprobs is not None else None
+        del self.records[position:]
+        record = TokenRecord(token, ctx.text_from(position), ctx.char_start(position), logprob, ())
+        if self.top_logprobs is not None:
+            record = TokenRecord(record.token, record.text, record.offset, logprob, self._top.pop(position, ()))
+        self.records.append(record)
+        decision = self.inner.on_token(ctx, token) if self.inner is not None else CONTINUE
+        if isinstance(decision, (Rewind, Stop)):
+            return decision
+        if self.stops and self._stop_string_ends_here(ctx, len(record.text)):
+            return Stop(STOP_STRING)
+        return decision
+
+    def on_rewind(self, ctx: GenerationContext, position: int) -> None:
+        del self.records[position:]
+        if self.inner is not None:
+            self.inner.on_rewind(ctx, position)
+
+    def commit_boundary(self, ctx: GenerationContext, upto: int) -> int:
+        if self.inner is None:
+            return upto
+        return self.inner.commit_boundary(ctx, upto)
+
+    def _stop_string_ends_here(self, ctx: GenerationContext, new_chars: int) -> bool:
+        """Whether a stop string ends within the latest token's characters."""
+        if not new_chars:
+            return False
+        first = max(0, ctx.n_chars - new_chars - self._longest_stop + 1)
+        tail = ctx.text_from(ctx.token_at_char(first))
+        return any(stop in tail for stop in self.stops)
+
+
+def _top_logprobs(logits: np.ndarray, n: int) -> tuple[tuple[int, float], ...]:
+    """The ``n`` most likely ``(token id, logprob)`` of raw ``logits`` (shape (vocab,)), best first."""
+    top = float(np.max(logits))
+    log_total = top + float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
+    if n <= 0:
+        return ()
+    n = min(n, logits.shape[0])
+    ids = np.argpartition(-logits, n - 1)[:n]
+    ids = ids[np.argsort(-logits[ids], kind="stable")]
+    return tuple((int(i), float(logits[i]) - log_total) for i in ids)

@@ -1,0 +1,198 @@
+"""Request bodies of ``/v1/completions`` and ``/v1/chat/completions``, as pydantic models.
+
+Types are strict (``"5"`` is not an integer, ``1`` is not a boolean) so that a
+wrong type answers 400 instead of being guessed. Unknown fields are ignored,
+as OpenAI-compatible servers do, so clients that send extra settings work.
+
+The fields after the OpenAI ones form the **extension block** (they ride in
+the official client's ``extra_body``):
+
+- ``top_k``, ``min_p``: more sampling controls.
+- ``banned_strings``, ``banned_regex``: phrases and patterns to ban (AntiSlop).
+- ``strategy``: any built-in strategy with its parameters, or a chain of them.
+- ``max_rewinds``, ``rewinds_per_position``: the rewind budget.
+- ``backtrack_events``: the stream also carries rewinds and final statistics.
+- ``return_tokens_as_token_ids``: logprobs name tokens ``"token_id:<id>"`` (as vLLM does).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_CONFIG = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+
+class StreamOptions(BaseModel):
+    """``stream_options`` of a streamed request."""
+
+    model_config = _CONFIG
+
+    include_usage: bool = Field(False, description="Send a last chunk with `usage` (and empty `choices`).")
+
+
+class StrategySpec(BaseModel):
+    """A built-in strategy and its constructor parameters.
+
+    ``{"name": "creative_writing", "params": {"top_p_flat": 0.5}}``; a chain is
+    ``{"name": "chain", "params": {"strategies": [spec, ...]}}`` (or simply a list
+    of specs). Names: ``antislop``, ``creative_writing``, ``adaptive_temperature``,
+    ``replace``, ``chain`` (and ``json`` where that strategy is installed).
+    """
+
+    model_config = _CONFIG
+
+    name: str = Field(description="The strategy's name, e.g. `antislop` or `creative_writing`.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Constructor parameters (JSON values).")
+
+
+NonNegativeInt = Annotated[int, Field(ge=0)]
+StrategyField = StrategySpec | str | list[StrategySpec | str] | None
+
+
+class SamplingRequest(BaseModel):
+    """The fields both endpoints share."""
+
+    model_config = _CONFIG
+
+    model: str | None = Field(None, description="The served model's id (see `/v1/models`); may be left out.")
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="The most tokens to generate (completions default: 16; chat: the server's limit).",
+    )
+    temperature: float = Field(1.0, ge=0, description="0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass in (0, 1].")
+    n: int = Field(1, ge=1, description="How many choices; they are generated one after another.")
+    stream: bool = Field(False, description="Answer with server-sent events ending with `data: [DONE]`.")
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = Field(
+        None, description="Text that ends the generation; it is not included in the output."
+    )
+    seed: int | None = Field(None, ge=0, description="Makes sampling reproducible; choice i uses seed + i.")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted from logits of tokens already used.")
+    frequency_penalty: float = Field(
+        0.0, ge=-2, le=2, description="Subtracted from logits, times the number of uses so far."
+    )
+    logit_bias: dict[str, float] | None = Field(
+        None, description="`{token_id: bias}` added to the logits; each bias is clamped to [-100, 100]."
+    )
+    user: str | None = Field(None, description="Accepted and ignored.")
+
+    # -- the extension block --------------------------------------------------------------
+    top_k: int | None = Field(None, ge=-1, description="Keep the k most likely tokens (0 or -1: off, the default).")
+    min_p: float | None = Field(None, ge=0, lt=1, description="Drop tokens below min_p times the best probability.")
+    banned_strings: list[str] | None = Field(
+        None, description="Phrases to ban (AntiSlop): erased as soon as they appear, and written differently."
+    )
+    banned_regex: list[str] | None = Field(None, description="Regular expressions to ban, like `banned_strings`.")
+    strategy: StrategyField = Field(
+        None, description="A built-in strategy (a name, `{name, params}`, or a list of them for a chain)."
+    )
+    max_rewinds: int | None = Field(None, ge=0, description="Rewinds allowed in one generation.")
+    rewinds_per_position: int | None = Field(None, ge=0, description="Rewinds allowed at one position.")
+    backtrack_events: bool = Field(
+        False,
+        description="Streams also carry `backtrack_event` (rewinds, with the erased text and the reason) "
+        "and `backtrack_stats` at the end.",
+    )
+    return_tokens_as_token_ids: bool = Field(
+        False, description='Logprobs name each token "token_id:<id>" instead of its text (as vLLM does).'
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, value: str | list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        stops = [value] if isinstance(value, str) else value
+        if any(not s for s in stops):
+            raise ValueError(f"stop strings must not be empty, got {stops!r}")
+        return stops or None
+
+    @field_validator("banned_strings")
+    @classmethod
+    def _phrases(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not s for s in value):
+            raise ValueError("banned strings must not be empty")
+        return value
+
+    @field_validator("banned_regex")
+    @classmethod
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not s for s in value):
+            raise ValueError("banned regular expressions must not be empty")
+        return value
+
+
+TokenIds = list[Annotated[int, Field(ge=0)]]
+
+
+class CompletionRequest(SamplingRequest):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str] | TokenIds | list[TokenIds] = Field(
+        description="Text, token ids, or a list of either (one choice per prompt and n)."
+    )
+    logprobs: int | None = Field(
+        None, ge=0, description="The log-probabilities of the top N tokens at each position (and of the chosen one)."
+    )
+    echo: bool = Field(False, description="Only false is supported.")
+    suffix: str | None = Field(None, description="Not supported.")
+    best_of: int | None = Field(None, ge=1, description="Only equal to n is supported.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("must not be an empty list")
+        return value
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts, each a text or a list of token ids."""
+        value = self.prompt
+        if isinstance(value, str):
+            return [value]
+        if all(isinstance(v, int) for v in value):
+            return [list(value)]
+        return list(value)
+
+
+class TextPart(BaseModel):
+    """One part of a message's content list; only ``{"type": "text"}`` is supported."""
+
+    model_config = _CONFIG
+
+    type: Literal["text"] = Field(description="Only `text` parts are supported.")
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One chat message."""
+
+    model_config = _CONFIG
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(SamplingRequest):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation; the assistant answers it.")
+    max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens (the newer name).")
+    logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
+    top_logprobs: int | None = Field(None, ge=0, description="With logprobs: the N likeliest tokens at each position.")
+    response_format: dict[str, Any] | None = Field(
+        None, description='`{"type": "text"}` or `{"type": "json_object"}` (the output is kept valid JSON).'
+    )
+    tools: list[Any] | None = Field(None, description="Not supported (must be empty).")

@@ -1,0 +1,52 @@
+"""The limits a server enforces on every request, fixed when the app is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Settings of one server; every limit answers 400 when a request exceeds it.
+
+    Args:
+        model_name: the id the server lists in ``/v1/models`` and puts in every response.
+        api_key: when set, every ``/v1/...`` request needs ``Authorization: Bearer <api_key>``.
+        max_prompt_tokens: the most tokens a prompt may hold (``None``: the model's context minus one).
+        max_tokens_limit: the largest ``max_tokens`` a request may ask for; also the default for
+            chat requests that give none (generation still stops at the model's context).
+        max_bans: the most entries in ``banned_strings`` and ``banned_regex`` together.
+        max_logprobs: the largest ``logprobs`` (completions) or ``top_logprobs`` (chat).
+        max_n: the largest ``n`` (choices are generated one after another).
+        max_stop: the most stop strings.
+        max_regex_length: the longest pattern accepted in ``banned_regex``.
+    """
+
+    model_name: str
+    api_key: str | None = None
+    max_prompt_tokens: int | None = None
+    max_tokens_limit: int = 4096
+    max_bans: int = 1000
+    max_logprobs: int = 20
+    max_n: int = 8
+    max_stop: int = 16
+    max_regex_length: int = 500
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_name, str) or not self.model_name:
+            raise ValueError(f"model_name must be a non-empty string, got {self.model_name!r}")
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
+            raise ValueError("api_key must be a non-empty string or None, got an empty value")
+        if self.max_prompt_tokens is not None:
+            _check_positive("max_prompt_tokens", self.max_prompt_tokens)
+        for name in ("max_tokens_limit", "max_n", "max_regex_length"):
+            _check_positive(name, getattr(self, name))
+        for name in ("max_bans", "max_logprobs", "max_stop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

@@ -1,0 +1,95 @@
+"""Stop strings on the final text: release tokens that cannot begin one, cut the text where one begins."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class HasText(Protocol):
+    """Anything with the text it adds (a ``TokenRecord``)."""
+
+    text: str
+
+
+class StopScanner:
+    r"""Turn the engine's final tokens into what the client receives, given stop strings.
+
+    Tokens are released whole and in order, except those from the earliest
+    character that could begin a stop string on. When a stop string appears,
+    the text is cut where it begins: earlier tokens are released, the token in
+    which it begins is released with its text shortened (dropped when
+    nothing is left), and ``stopped`` becomes true. Text never runs past a stop.
+
+    Example:
+        >>> scanner = StopScanner(["\n\n"])
+        >>> [r.text for r in scanner.feed([Piece("Hi"), Piece("\n")])]
+        ['Hi']
+        >>> [r.text for r in scanner.feed([Piece("\nBye")])], scanner.stopped
+        ([], True)
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.stopped = False
+        self.matched: str | None = None
+        self._pending: list = []
+
+    def feed(self, records: Sequence[HasText]) -> list:
+        """Add tokens (anything with a ``text``); return those now safe to send, possibly cut."""
+        if self.stopped:
+            return []
+        self._pending.extend(records)
+        if not self.stops:
+            return self._release(len(self._pending))
+        text = "".join(r.text for r in self._pending)
+        hits = [(text.find(s), s) for s in self.stops if s in text]
+        if hits:
+            cut, self.matched = min(hits)
+            self.stopped = True
+            return self._release_until_char(cut)
+        return self._release_until_char(self._first_open_char(text), whole_only=True)
+
+    def flush(self) -> list:
+        """The tokens still held (the generation ended without a stop string in them)."""
+        return [] if self.stopped else self._release(len(self._pending))
+
+    def _first_open_char(self, text: str) -> int:
+        """The earliest index from which ``text``'s end could still grow into a stop string."""
+        longest = max(len(s) for s in self.stops)
+        for start in range(max(0, len(text) - longest + 1), len(text)):
+            tail = text[start:]
+            if any(s.startswith(tail) for s in self.stops):
+                return start
+        return len(text)
+
+    def _release_until_char(self, limit: int, whole_only: bool = False) -> list:
+        released, chars = [], 0
+        for record in self._pending:
+            end = chars + len(record.text)
+            if end <= limit:
+                released.append(record)
+            elif not whole_only and chars < limit:
+                released.append(dataclasses.replace(record, text=record.text[: limit - chars]))
+                break
+            else:
+                break
+            chars = end
+        if whole_only:
+            del self._pending[: len(released)]
+        else:
+            self._pending.clear()
+        return released
+
+    def _release(self, n: int) -> list:
+        released = self._pending[:n]
+        del self._pending[:n]
+        return released
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    """A bare text token (for examples and tests)."""
+
+    text: str

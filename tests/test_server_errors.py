@@ -1,0 +1,173 @@
+"""Bad requests: each answered 400 (or 401/404) with the OpenAI error body naming the parameter; never a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from server_support import MODEL, in_process_client, make_app
+
+pytestmark = pytest.mark.llamacpp
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+USER = [{"role": "user", "content": "Hi"}]
+REPLACE_3 = {"find": 3, "replace": "x"}
+IMAGE = {"type": "image_url", "image_url": {"url": "http://example.invalid/cat.png"}}
+
+
+def completion(**fields):
+    return (COMPLETIONS, {"model": MODEL, "prompt": "Hello", "max_tokens": 4, **fields})
+
+
+def chat(**fields):
+    return (CHAT, {"model": MODEL, "messages": USER, "max_tokens": 4, **fields})
+
+
+# (id, (path, body), the parameter the error must name)
+BAD_REQUESTS = [
+    ("missing prompt", (COMPLETIONS, {"model": MODEL}), "prompt"),
+    ("prompt of the wrong type", completion(prompt=5), "prompt"),
+    ("empty prompt list", completion(prompt=[]), "prompt"),
+    ("empty prompt text", completion(prompt=""), "prompt"),
+    ("negative token id", completion(prompt=[1, -1]), "prompt.1"),
+    ("token id past the vocabulary", completion(prompt=[1, 10**9]), "prompt"),
+    ("max_tokens as a string", completion(max_tokens="5"), "max_tokens"),
+    ("max_tokens zero", completion(max_tokens=0), "max_tokens"),
+    ("max_tokens over the limit", completion(max_tokens=10**6), "max_tokens"),
+    ("negative temperature", completion(temperature=-1), "temperature"),
+    ("temperature as text", completion(temperature="hot"), "temperature"),
+    ("top_p zero", completion(top_p=0), "top_p"),
+    ("top_p above one", completion(top_p=1.5), "top_p"),
+    ("top_k below -1", completion(top_k=-2), "top_k"),
+    ("min_p of one", completion(min_p=1), "min_p"),
+    ("n zero", completion(n=0), "n"),
+    ("n over the limit", completion(n=100), "n"),
+    ("stream as text", completion(stream="yes"), "stream"),
+    ("stream_options without stream", completion(stream_options={"include_usage": True}), "stream_options"),
+    ("empty stop string", completion(stop=[""]), "stop"),
+    ("stop as a number", completion(stop=5), "stop"),
+    ("too many stop strings", completion(stop=[str(i) for i in range(17)]), "stop"),
+    ("negative seed", completion(seed=-1), "seed"),
+    ("logprobs over the limit", completion(logprobs=21), "logprobs"),
+    ("logprobs as a boolean", completion(logprobs=True), "logprobs"),
+    ("logit_bias key not a token id", completion(logit_bias={"abc": 1}), "logit_bias"),
+    ("logit_bias token past the vocabulary", completion(logit_bias={"999999999": 1}), "logit_bias"),
+    ("logit_bias value as text", completion(logit_bias={"5": "x"}), "logit_bias.5"),
+    ("presence_penalty out of range", completion(presence_penalty=3), "presence_penalty"),
+    ("banned_strings as one string", completion(banned_strings="tapestry"), "banned_strings"),
+    ("empty banned string", completion(banned_strings=[""]), "banned_strings"),
+    ("too many bans", completion(banned_strings=[f"phrase {i}" for i in range(1001)]), "banned_strings"),
+    ("invalid regex", completion(banned_regex=["(unclosed"]), "banned_regex.0"),
+    ("unknown strategy", completion(strategy="nope"), "strategy.name"),
+    ("unknown strategy parameter", completion(strategy={"name": "creative_writing", "params": {"x": 1}}), None),
+    ("strategy parameter out of range", completion(strategy={"name": "creative", "params": {"top_p_flat": 5}}), None),
+    ("strategy parameter of the wrong type", completion(strategy={"name": "replace", "params": REPLACE_3}), None),
+    ("empty chain", completion(strategy={"name": "chain", "params": {"strategies": []}}), None),
+    ("strategy as a number", completion(strategy=5), "strategy"),
+    ("echo", completion(echo=True), "echo"),
+    ("suffix", completion(suffix="x"), "suffix"),
+    ("best_of other than n", completion(best_of=3), "best_of"),
+    ("missing messages", (CHAT, {"model": MODEL}), "messages"),
+    ("no messages", chat(messages=[]), "messages"),
+    ("unknown role", chat(messages=[{"role": "robot", "content": "x"}]), "messages.0.role"),
+    ("content of the wrong type", chat(messages=[{"role": "user", "content": 5}]), "messages.0.content"),
+    ("image content", chat(messages=[{"role": "user", "content": [IMAGE]}]), "messages.0.content.0.type"),
+    ("top_logprobs without logprobs", chat(top_logprobs=2), "top_logprobs"),
+    ("top_logprobs over the limit", chat(logprobs=True, top_logprobs=50), "top_logprobs"),
+    ("json_schema", chat(response_format={"type": "json_schema"}), "response_format.type"),
+    ("tools", chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
+    ("two different max tokens", chat(max_tokens=4, max_completion_tokens=5), "max_completion_tokens"),
+]
+
+
+@pytest.fixture(scope="module")
+def http(server_provider):
+    return in_process_client(make_app(server_provider))
+
+
+def post(http, request_):
+    path, body = request_
+    return http.post(path, json=body)
+
+
+def assert_error(response, status, param, code=None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["type"] == ("invalid_request_error" if status < 500 else "server_error")
+    if param is not None:
+        assert error["param"] == param, error
+        assert error["message"].startswith(param.split(".")[0]) or param in error["message"], error
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+@pytest.mark.parametrize(("request_", "param"), [r[1:] for r in BAD_REQUESTS], ids=[r[0] for r in BAD_REQUESTS])
+def test_bad_request_is_a_400_naming_the_parameter(http, request_, param):
+    path, body = request_
+    error = assert_error(http.post(path, json=body), 400, param)
+    if param is None:  # strategy parameters: named with their path
+        assert error["param"].startswith("strategy"), error
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [(b"{not json", "json_invalid"), (b"[1, 2]", "invalid_body"), (b"", None), (b'"text"', "invalid_body")],
+)
+def test_a_body_that_is_not_a_json_object_is_a_400(http, content, code):
+    response = http.post(COMPLETIONS, content=content, headers={"content-type": "application/json"})
+    assert_error(response, 400, None, code)
+
+
+def test_the_error_names_the_bad_value(http):
+    error = post(http, completion(temperature=-1)).json()["error"]
+    assert "-1" in error["message"]
+    error = post(http, completion(strategy={"name": "creative", "params": {"top_p_flat": 5}})).json()["error"]
+    assert error["param"] == "strategy.params.top_p_flat" and "5" in error["message"]
+
+
+def test_unknown_model_route_and_method(http):
+    assert_error(post(http, completion(model="gpt-4")), 404, "model", "model_not_found")
+    assert_error(http.get("/v1/nothing"), 404, None)
+    assert_error(http.get(COMPLETIONS), 405, None)
+
+
+def test_limits_of_the_server(server_provider):
+    http = in_process_client(make_app(server_provider, max_prompt_tokens=8, max_tokens_limit=16, max_bans=2))
+    assert_error(post(http, completion(prompt="one two three four five six seven eight nine ten")), 400, "prompt")
+    assert_error(post(http, completion(max_tokens=17)), 400, "max_tokens", "limit")
+    assert_error(post(http, completion(banned_strings=["a", "b"], banned_regex=["c"])), 400, "banned_strings", "limit")
+    long_chat = [{"role": "user", "content": "word " * 50}]
+    assert_error(post(http, chat(messages=long_chat)), 400, "messages")
+
+
+def test_generation_stops_cleanly_at_the_context_size(smollm_path):
+    """A prompt that leaves 3 positions: 3 tokens, finish_reason "length", even with max_tokens 20."""
+    from backtrack_sampler.models import load_llama
+    from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
+
+    small = LlamacppProvider(load_llama(smollm_path, n_ctx=256))  # llama.cpp's smallest context
+    http = in_process_client(make_app(small))
+    ids = [1] * (small.context_length - 3)
+    eos = {str(t): -100 for t in small.eos_token_ids}
+    body = {"prompt": ids, "max_tokens": 20, "temperature": 0, "logit_bias": eos}
+    response = http.post(COMPLETIONS, json=body).json()
+    assert response["choices"][0]["finish_reason"] == "length"
+    assert response["usage"]["completion_tokens"] == 3
+    too_long = assert_error(post(http, completion(prompt=[1] * 256)), 400, "prompt", "context_length_exceeded")
+    assert "256" in too_long["message"]
+
+
+def test_api_key(server_provider):
+    http = in_process_client(make_app(server_provider, api_key="s3cret"))
+    body = completion(max_tokens=1)[1]
+    assert_error(http.post(COMPLETIONS, json=body), 401, None, "invalid_api_key")
+    bad = http.post(COMPLETIONS, json=body, headers={"Authorization": "Bearer wrong"})
+    assert_error(bad, 401, None, "invalid_api_key")
+    assert_error(http.get("/v1/models"), 401, None, "invalid_api_key")
+    good = http.post(COMPLETIONS, json=body, headers={"Authorization": "Bearer s3cret"})
+    assert good.status_code == 200 and good.json()["usage"]["completion_tokens"] == 1
+    assert http.get("/health").status_code == 200  # health and the playground page need no key
+    assert http.get("/").status_code == 200
