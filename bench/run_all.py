@@ -1,0 +1,48 @@
+"""Run every benchmark and print one markdown report (the README's Benchmarks section shows its latest output).
+
+    python bench/run_all.py [--quick]
+
+``--quick`` uses fewer repetitions and shorter generations (a smoke run, not figures to publish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import ban_scaling
+import memory
+import overhead
+import rewind_cost
+from common import BACKENDS, load_backend, machine, table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    args = parser.parse_args()
+    lengths, repeats, tokens = ([32, 128], 1, 64) if args.quick else ([128, 1024], 3, 256)
+    started = time.perf_counter()
+    print(f"Machine: {machine()}\n")
+    print("### Overhead: `generate` with no strategy against the backend's own greedy generation\n")
+    rows = []
+    for name in args.backends:
+        rows += overhead.measure(load_backend(name, n_ctx=max(lengths) + 64), lengths, repeats)
+    print(table(overhead.HEADER, rows), "\n", flush=True)
+    print("### Rewind cost: CreativeWriting, temperature 1, summed over 3 seeds\n")
+    rows = []
+    for name in args.backends:
+        rows += rewind_cost.measure(name, tokens, 3)
+    print(table(rewind_cost.HEADER, rows), "\n", flush=True)
+    print("### Ban-list scaling: AntiSlop, greedy, llama.cpp\n")
+    sizes = [10, 1000, 10000, 50000]
+    print(table(ban_scaling.HEADER, ban_scaling.measure(sizes, tokens, repeats)), "\n", flush=True)
+    print("### Peak memory of a greedy generation (fresh process each)\n")
+    n_memory = 128 if args.quick else 1024
+    print(table(memory.HEADER, memory.measure(args.backends, n_memory, 1 if args.quick else 2)), "\n")
+    print(f"(all benchmarks: {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

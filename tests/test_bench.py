@@ -1,0 +1,47 @@
+"""The benchmark scripts run, and the invariants they report hold (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+pytestmark = pytest.mark.llamacpp
+
+
+def run(script: str, *args: str) -> list[dict[str, str]]:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra: llamacpp)")
+    out = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600, cwd=BENCH
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]]
+
+
+def test_overhead_reports_a_ratio_for_equal_token_counts():
+    (row,) = run("overhead.py", "--backends", "llamacpp", "--lengths", "12", "--repeats", "1")
+    assert row["new tokens"] == "12"  # raw and generate produced the same number of tokens
+    assert float(row["ratio"]) > 0
+
+
+def test_rewind_cost_never_re_evaluates_the_prompt():
+    (row,) = run("rewind_cost.py", "--tokens", "24", "--seeds", "1")
+    assert int(row["rewinds"]) > 0
+    assert row["prompt re-evaluated"] == "0"
+    assert int(row["positions evaluated"]) <= int(row["ideal (emitted + rewound)"])
+    assert row["forward passes"].endswith("(one per position evaluated)")
+
+
+def test_ban_scaling_replays_without_rewinds():
+    rows = run("ban_scaling.py", "--sizes", "10", "200", "--tokens", "16", "--repeats", "1")
+    assert [r["phrases"] for r in rows[:3]] == ["none", "10", "200"]
+
+
+def test_memory_measures_each_side_in_its_own_process():
+    (row,) = run("memory.py", "--backends", "llamacpp", "--tokens", "8", "--repeats", "1")
+    assert 50 < float(row["raw peak RSS MiB"]) < 4000 and 50 < float(row["generate peak RSS MiB"]) < 4000
