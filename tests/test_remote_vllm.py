@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from remote_checks import (
+    banned_phrase_pattern,
     chat_prompt,
     check_antislop_leaves_no_banned_phrase,
     check_full_logits_strategy_is_refused,
@@ -119,4 +120,4 @@ def test_concurrent_generations(remote):
     results = run_concurrently(make_sampler, prompts, concurrency=4, max_new_tokens=32, temperature=0.8, seed=1)
     for result in results:
         assert not isinstance(result, BaseException), result
-        assert result.tokens and "dragon" not in result.text.lower() and "library" not in result.text.lower()
+        assert result.tokens and not banned_phrase_pattern(phrases).search(result.text), result.text
