@@ -129,6 +129,18 @@ def test_banned_strings_are_erased_and_rewritten(client, http):
     assert whole["choices"][0]["backtrack_events"][0]["suppressed_text"] == rewinds[0]["suppressed_text"]
 
 
+def test_banned_regex(client):
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=OCEAN,
+        max_tokens=16,
+        temperature=0,
+        extra_body={"banned_regex": [r"\b(vast|huge|immense)\b"], "banned_strings": ["mysterious"]},
+    )
+    text = chat.choices[0].message.content.lower()
+    assert text.startswith("the ocean is a") and not any(w in text for w in ("vast", "huge", "immense", "mysterious"))
+
+
 def test_stop_strings_end_the_text_before_them(client):
     one = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=10, temperature=0, stop=".")
     assert one.choices[0].text == " Paris" and one.choices[0].finish_reason == "stop"

@@ -152,6 +152,8 @@ def _run_choice(
                 if plan.backtrack_events and not scanner.stopped:
                     emit(BacktrackOut(choice.index, _backtrack_json(event, strategy)))
             elif isinstance(event, FinishEvent):
+                if strategy.failure is not None:
+                    raise RequestRejected(strategy.failure)
                 _emit_text(choice.index, scanner.flush(), emit)
                 stopped = scanner.stopped or event.reason in ("eos", "stop")
                 emit(

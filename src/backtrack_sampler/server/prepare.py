@@ -9,7 +9,6 @@ worker that runs the model.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from backtrack_sampler.core.budget import RewindBudget
@@ -212,20 +211,20 @@ def _logit_bias(bias: dict[str, float] | None, provider: BaseProvider) -> dict[i
 
 
 def _check_patterns(patterns: Sequence[str], settings: ServerSettings) -> None:
-    """Patterns must compile and stay short (the strategy itself guards matching time)."""
-    for i, pattern in enumerate(patterns):
-        if len(pattern) > settings.max_regex_length:
-            raise APIError(
-                f"banned_regex.{i}: patterns may hold at most {settings.max_regex_length} characters, "
-                f"got {len(pattern)}",
-                param=f"banned_regex.{i}",
-                code="limit",
-            )
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise APIError(
-                f"banned_regex.{i}: not a valid regular expression {short_repr(pattern)}: {exc}",
-                param=f"banned_regex.{i}",
-                code="invalid_value",
-            ) from None
+    """Each pattern must compile (``regex`` syntax), stay short, and not match the empty string.
+
+    Matching time is bounded by the strategy itself (a search that runs too
+    long ends the generation with an error naming the pattern).
+    """
+    if not patterns:
+        return
+    try:
+        from backtrack_sampler.strategy.regex_tracker import compile_pattern
+
+        for i, pattern in enumerate(patterns):
+            try:
+                compile_pattern(pattern, settings.max_regex_length)
+            except ValueError as exc:
+                raise APIError(f"banned_regex.{i}: {exc}", param=f"banned_regex.{i}", code="invalid_value") from None
+    except ImportError as exc:
+        raise APIError(f"banned_regex: {exc}", param="banned_regex", code="unsupported") from None

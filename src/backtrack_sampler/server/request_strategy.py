@@ -8,8 +8,9 @@ for (if any) and adds, in ``adjust_logits`` and ``on_token``:
    read from the model's logits before any bias, penalty or strategy;
 2. ``logit_bias`` and the presence/frequency penalties, added to the logits
    before the request's strategy sees them;
-3. a ``Stop`` when a stop string appears in the text, or when the client
-   went away (``JobControl.cancel``), checked after every token.
+3. a ``Stop`` when a stop string appears in the text, when the client
+   went away (``JobControl.cancel``), checked after every token, or when
+   the request's strategy raised ``ValueError`` (kept in ``failure``).
 
 Like every strategy it only answers decisions; the engine does the rewinding.
 """
@@ -28,6 +29,7 @@ from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
 STOP_STRING = "stop string"
 CANCELLED = "cancelled"
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ class RequestStrategy(BaseStrategy):
         self.top_logprobs = top_logprobs
         self.needs_full_logits = bool(inner and inner.needs_full_logits)
         self.records: list[TokenRecord] = []
-        self._top: dict[int, tuple[tuple[int, float], ...]] = {}
+        self.failure: str | None = None
+        """Why the request's strategy failed (it raised ``ValueError``), if it did."""
+        self._raw: dict[int, _RawStep] = {}  # position -> the raw model's distribution, until sampled
 
     @property
     def name(self) -> str:
@@ -97,14 +101,15 @@ class RequestStrategy(BaseStrategy):
         return changes or records or bool(self.inner is not None and self.inner.adjusts_logits)
 
     def reset(self) -> None:
+        self.failure = None
         self.records.clear()
-        self._top.clear()
+        self._raw.clear()
         if self.inner is not None:
             self.inner.reset()
 
     def adjust_logits(self, ctx: GenerationContext, logits: np.ndarray) -> np.ndarray:
         if self.top_logprobs is not None:
-            self._top[ctx.position] = _top_logprobs(logits, self.top_logprobs)
+            self._raw[ctx.position] = _RawStep(logits.copy(), *_log_total_and_top(logits, self.top_logprobs))
         if self._bias_ids.size:
             logits[self._bias_ids] += self._bias_values
         if (self.presence_penalty or self.frequency_penalty) and ctx.tokens:
@@ -120,13 +125,18 @@ class RequestStrategy(BaseStrategy):
         if self.control.cancelled:
             return Stop(CANCELLED, keep_token=False)
         position = len(ctx.tokens) - 1
-        logprob = ctx.logprob(position, token) if self.top_logprobs is not None else None
+        logprob, top = None, ()
+        step = self._raw.pop(position, None)
+        if step is not None:  # sampled here (a token inserted by a strategy has no logprobs)
+            logprob, top = float(step.logits[token]) - step.log_total, step.top
         del self.records[position:]
-        record = TokenRecord(token, ctx.text_from(position), ctx.char_start(position), logprob, ())
-        if self.top_logprobs is not None:
-            record = TokenRecord(record.token, record.text, record.offset, logprob, self._top.pop(position, ()))
+        record = TokenRecord(token, ctx.text_from(position), ctx.char_start(position), logprob, top)
         self.records.append(record)
-        decision = self.inner.on_token(ctx, token) if self.inner is not None else CONTINUE
+        try:
+            decision = self.inner.on_token(ctx, token) if self.inner is not None else CONTINUE
+        except ValueError as exc:  # the request's own settings failed (a banned regex that searched too long)
+            self.failure = str(exc)
+            return Stop(FAILED, keep_token=False)
         if isinstance(decision, (Rewind, Stop)):
             return decision
         if self.stops and self._stop_string_ends_here(ctx, len(record.text)):
@@ -152,13 +162,20 @@ class RequestStrategy(BaseStrategy):
         return any(stop in tail for stop in self.stops)
 
 
-def _top_logprobs(logits: np.ndarray, n: int) -> tuple[tuple[int, float], ...]:
-    """The ``n`` most likely ``(token id, logprob)`` of raw ``logits`` (shape (vocab,)), best first."""
+@dataclass(frozen=True)
+class _RawStep:
+    logits: np.ndarray  # (vocab,), the raw model's
+    log_total: float  # log of the sum of exp(logits)
+    top: tuple[tuple[int, float], ...]
+
+
+def _log_total_and_top(logits: np.ndarray, n: int) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """``log(sum(exp(logits)))`` of raw ``logits`` (shape (vocab,)), and their ``n`` best ``(id, logprob)``."""
     top = float(np.max(logits))
     log_total = top + float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
-    if n <= 0:
-        return ()
     n = min(n, logits.shape[0])
+    if n <= 0:
+        return log_total, ()
     ids = np.argpartition(-logits, n - 1)[:n]
     ids = ids[np.argsort(-logits[ids], kind="stable")]
-    return tuple((int(i), float(logits[i]) - log_total) for i in ids)
+    return log_total, tuple((int(i), float(logits[i]) - log_total) for i in ids)

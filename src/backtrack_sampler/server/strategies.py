@@ -141,18 +141,6 @@ def _named_param(param: str, message: str, kwargs: dict[str, Any]) -> str:
 
 
 def _build_bans(provider: BaseProvider, phrases: Sequence[str], patterns: Sequence[str]) -> BaseStrategy:
-    if patterns:
-        return _build_regex_bans(provider, list(phrases), list(patterns))
-    return _call(lambda **kw: AntiSlopStrategy(provider, list(phrases)), {}, "banned_strings")
-
-
-def _build_regex_bans(provider: BaseProvider, phrases: list[str], patterns: list[str]) -> BaseStrategy:
-    """AntiSlop with regular expressions, through whichever API the installed library offers."""
-    signature = inspect.signature(AntiSlopStrategy.__init__)
-    if "regex" in signature.parameters:
-        return _call(lambda **kw: AntiSlopStrategy(provider, phrases, regex=patterns), {}, "banned_regex")
-    if "patterns" in signature.parameters:
-        return _call(lambda **kw: AntiSlopStrategy(provider, phrases, patterns=patterns), {}, "banned_regex")
-    raise APIError(
-        "banned_regex: this version of backtrack_sampler has no regex bans", param="banned_regex", code="unsupported"
-    )
+    """AntiSlop with the library's defaults: case-insensitive, whole words (use ``strategy`` to change them)."""
+    param = "banned_regex" if patterns else "banned_strings"
+    return _call(lambda: AntiSlopStrategy(provider, list(phrases), regex=list(patterns)), {}, param)
