@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, ChainStrategy, cli, models
+from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, ChainStrategy, cli, default_slop_list, models
 from backtrack_sampler.provider.scripted_provider import ScriptedProvider
 from backtrack_sampler.strategy.creative_writing_strategy import CreativeWritingStrategy
 from backtrack_sampler.strategy.replace_strategy import ReplaceStrategy
@@ -336,3 +337,86 @@ def test_llamacpp_backend_refuses_a_directory(tmp_path, capsys):
     assert cli.main(["generate", "Hi", "--model", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--model" in err and "directory" in err and "Traceback" not in err
+
+
+# -- ban lists, regex bans, the slop list, JSON --------------------------------------------------
+def test_ban_files_regex_and_slop_list_reach_antislop(tmp_path):
+    (tmp_path / "bans.json").write_text('["tapestry", ["delve", 0.25]]')
+    (tmp_path / "bans.txt").write_text("# comment\nshivers down\n\n  spaced phrase\n")
+    args = parse(
+        "--ban", "x", "--ban-file", str(tmp_path / "bans.json"), "--ban-file", str(tmp_path / "bans.txt"),
+        "--ban-regex", r"(?i)\bnot \w+, but", "--slop", "--ban-substrings",
+    )  # fmt: skip
+    strategy = cli.build_strategy(cli.strategy_names(args), args, scripted())
+
+    assert isinstance(strategy, AntiSlopStrategy)
+    factors = {p.text: p.factor for p in strategy.phrases}
+    # the user's own lists override the slop list's factors for the same phrase
+    assert factors["x"] == 0 and factors["tapestry"] == 0 and factors["delve"] == 0.25
+    assert "shivers down" in factors and "  spaced phrase" in factors
+    slop = {p.text for p in default_slop_list()}
+    assert slop < set(factors) and len(factors) == len(
+        slop | {"x", "tapestry", "delve", "shivers down", "  spaced phrase"}
+    )
+    assert [p.pattern for p in strategy.patterns] == [r"(?i)\bnot \w+, but"]
+
+
+def test_default_slop_list_is_packaged_with_factors():
+    phrases = default_slop_list()
+    assert len(phrases) >= 200
+    assert all(0 <= p.factor < 1 for p in phrases)
+    assert {p.text for p in phrases} >= {"a testament to", "delve", "tapestry"}
+    assert len({p.text.casefold() for p in phrases}) == len(phrases)
+
+
+@pytest.mark.parametrize(
+    ("args", "named", "value"),
+    [
+        (["hi", "--ban-file", "/no/such/bans.json"], "--ban-file", "/no/such/bans.json"),
+        (["hi", "--json-root", "list"], "--json-root", "list"),
+        (["hi", "--strategy", "antislop"], "--ban", "--slop"),
+        (["hi", "--json-root", "object"], "--json-root", "json"),
+    ],
+)
+def test_bad_ban_and_json_arguments_exit_2(args, named, value):
+    done = run_cli(*args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and named in done.stderr and value in done.stderr
+
+
+def test_bad_ban_file_content_names_the_file_and_entry(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('["ok", ["delve", 3]]')
+    done = run_cli("hi", "--ban-file", str(bad))
+    assert done.returncode == 2 and "--ban-file" in done.stderr and "bad.json" in done.stderr and "3" in done.stderr
+
+
+@pytest.mark.llamacpp
+def test_invalid_regex_is_reported_with_the_pattern(library):
+    done = run_cli("hi", "--ban-regex", "(unclosed", "--temperature", "0", "--max-new-tokens", "4")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "(unclosed" in done.stderr
+
+
+@pytest.mark.llamacpp
+def test_json_strategy_from_the_command_line_gives_valid_json(library):
+    done = run_cli(
+        "Give me a JSON object describing a cat, with its name and age.",
+        "--strategy", "json", "--json-root", "object", "--temperature", "0.7", "--seed", "1",
+        "--max-new-tokens", "200", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    value = json.loads(done.stdout)
+    assert isinstance(value, dict) and value
+
+
+@pytest.mark.llamacpp
+def test_slop_list_on_the_real_model_leaves_no_hard_banned_phrase(library):
+    done = run_cli(
+        "Write a short story about a lighthouse keeper.", "--slop", "--temperature", "0.8", "--seed", "3",
+        "--max-new-tokens", "160", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.casefold()
+    hard = [p.text for p in default_slop_list() if p.factor == 0]
+    assert not [p for p in hard if re.search(rf"\b{re.escape(p)}\b", text)]

@@ -27,6 +27,7 @@ from backtrack_sampler.strategy.debug_strategy import DebugStrategy
 from backtrack_sampler.strategy.human_guidance_strategy import HumanGuidanceStrategy
 from backtrack_sampler.strategy.json_strategy import JsonStrategy
 from backtrack_sampler.strategy.replace_strategy import ReplaceStrategy
+from backtrack_sampler.strategy.slop_list import default_slop_list
 
 __version__ = "0.1.0"
 
@@ -57,5 +58,6 @@ __all__ = [
     "SamplingParams",
     "Stop",
     "TextEvent",
+    "default_slop_list",
     "load_ban_list",
 ]

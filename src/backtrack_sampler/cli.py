@@ -39,24 +39,28 @@ from backtrack_sampler.strategy.adaptive_temperature_strategy import (
     AdaptiveTemperatureStrategy,
 )
 from backtrack_sampler.strategy.antislop_strategy import AntiSlopStrategy
+from backtrack_sampler.strategy.ban_rules import BanPhrase, load_ban_list
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
 from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 from backtrack_sampler.strategy.creative_writing_strategy import CreativeWritingStrategy
 from backtrack_sampler.strategy.debug_strategy import DebugStrategy
 from backtrack_sampler.strategy.human_guidance_strategy import HumanGuidanceStrategy
+from backtrack_sampler.strategy.json_strategy import JsonStrategy
 from backtrack_sampler.strategy.replace_strategy import ReplaceStrategy
+from backtrack_sampler.strategy.slop_list import default_slop_list
 
 if TYPE_CHECKING:
     from backtrack_sampler.provider.base_provider import BaseProvider
 
 PROG = "backtrack-sampler"
-STRATEGIES = ("none", "antislop", "creative", "debug", "human", "adaptive", "replace")
+STRATEGIES = ("none", "antislop", "creative", "debug", "human", "adaptive", "replace", "json")
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 # Options that belong to one strategy: giving one without that strategy is an error.
 STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
-    "antislop": ("--ban", "--ban-case-sensitive"),
+    "antislop": ("--ban", "--ban-file", "--ban-regex", "--slop", "--ban-case-sensitive", "--ban-substrings"),
+    "json": ("--json-root", "--no-json-prefilter"),
     "creative": ("--top-p-flat", "--top-k-threshold-flat", "--eos-penalty"),
     "debug": ("--debug-top-k",),
     "human": ("--choices", "--min-autopass", "--max-back"),
@@ -75,6 +79,8 @@ GENERATE_EXAMPLES = """\
 examples:
   backtrack-sampler generate "Write a haiku about the sea"
   backtrack-sampler generate "Tell me a story" --ban tapestry --ban "a testament to" --show-rewinds
+  backtrack-sampler generate "Tell me a story" --slop --ban-regex "(?i)not just \\w+, but" --ban-file bans.txt
+  backtrack-sampler generate "Describe a cat as JSON with name and age" --strategy json --json-root object
   backtrack-sampler generate "Describe a forest" --strategy creative --top-p-flat 0.5 --seed 1
   backtrack-sampler generate "Is 91 prime?" --strategy replace --find "Yes" --replace "Let me check"
   backtrack-sampler generate "Name a color" --strategy debug --max-new-tokens 5 --temperature 0
@@ -161,6 +167,13 @@ def _coefficients(text: str) -> tuple[float, ...]:
     if not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"must be finite numbers, got {text!r}")
     return values
+
+
+def _ban_file(text: str) -> list[BanPhrase]:
+    try:
+        return load_ban_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _model_file(text: str) -> Path:
@@ -293,10 +306,51 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("antislop: erase banned phrases and write something else")
     g.add_argument("--ban", action="append", type=_non_empty, metavar="PHRASE", help="a phrase to ban (repeatable)")
     g.add_argument(
+        "--ban-file",
+        action="append",
+        type=_ban_file,
+        metavar="PATH",
+        help="phrases to ban from a file: JSON ['phrase', ...] or [['phrase', factor], ...], "
+        "or text with one phrase per line (repeatable)",
+    )
+    g.add_argument(
+        "--ban-regex",
+        action="append",
+        type=_non_empty,
+        metavar="PATTERN",
+        help="a regular expression to ban (repeatable; syntax of the 'regex' package, (?i) to ignore case)",
+    )
+    g.add_argument(
+        "--slop",
+        action="store_true",
+        default=None,
+        help="ban the project's default English slop list (230 over-used words and phrases, most as soft bans)",
+    )
+    g.add_argument(
         "--ban-case-sensitive",
         action="store_true",
         default=None,
         help="match banned phrases case-sensitively (default: ignore case)",
+    )
+    g.add_argument(
+        "--ban-substrings",
+        action="store_true",
+        default=None,
+        help="match banned phrases anywhere, even inside words (default: whole words, so 'avid' spares 'David')",
+    )
+
+    g = p.add_argument_group("json: keep the output a valid JSON document")
+    g.add_argument(
+        "--json-root",
+        choices=("any", "object", "array"),
+        default=None,
+        help="what the document must be (default: any JSON value)",
+    )
+    g.add_argument(
+        "--no-json-prefilter",
+        action="store_true",
+        default=None,
+        help="do not mask impossible tokens before sampling; only rewind and ban them",
     )
 
     g = p.add_argument_group("creative: ban the most probable token unless the distribution is flat")
@@ -380,7 +434,7 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 def strategy_names(args: argparse.Namespace) -> list[str]:
     """The strategies ``args`` asks for, in chain order; raises ``CliError`` on inconsistent options."""
     names = [] if args.strategy == "none" else [args.strategy]
-    if args.ban and "antislop" not in names:
+    if _bans_given(args) and "antislop" not in names:
         names.append("antislop")
     if (args.find or args.replace is not None) and "replace" not in names:
         names.append("replace")
@@ -390,8 +444,8 @@ def strategy_names(args: argparse.Namespace) -> list[str]:
         for flag in flags:
             if getattr(args, _dest(flag)) is not None:
                 raise CliError(f"argument {flag}: only applies to --strategy {name}")
-    if "antislop" in names and not args.ban:
-        raise CliError("argument --ban: --strategy antislop needs at least one --ban PHRASE")
+    if "antislop" in names and not _bans_given(args):
+        raise CliError("argument --ban: --strategy antislop needs --ban PHRASE, --ban-file, --ban-regex or --slop")
     if "replace" in names:
         if not args.find:
             raise CliError("argument --find: --strategy replace needs --find TEXT (and --replace TEXT)")
@@ -408,6 +462,25 @@ def build_strategy(names: Sequence[str], args: argparse.Namespace, provider: Bas
     if not strategies:
         return None
     return strategies[0] if len(strategies) == 1 else ChainStrategy(strategies)
+
+
+def _bans_given(args: argparse.Namespace) -> bool:
+    return bool(args.ban or args.ban_file or args.ban_regex or args.slop)
+
+
+def _antislop(args: argparse.Namespace, provider: BaseProvider) -> AntiSlopStrategy:
+    # Later sources override earlier ones for the same phrase: slop list, then files, then --ban.
+    phrases: dict[str, BanPhrase] = {}
+    sources = [default_slop_list() if args.slop else [], *(args.ban_file or []), [BanPhrase(b) for b in args.ban or []]]
+    for source in sources:
+        phrases.update((phrase.text, phrase) for phrase in source)
+    return AntiSlopStrategy(
+        provider,
+        list(phrases.values()),
+        ignore_case=not args.ban_case_sensitive,
+        whole_words=not args.ban_substrings,
+        regex=args.ban_regex or (),
+    )
 
 
 def _dest(flag: str) -> str:
@@ -431,7 +504,8 @@ def _given(args: argparse.Namespace, **params: str) -> dict:
 
 
 _STRATEGY_BUILDERS: dict[str, Callable[[argparse.Namespace, BaseProvider], BaseStrategy]] = {
-    "antislop": lambda a, p: AntiSlopStrategy(p, a.ban, ignore_case=not a.ban_case_sensitive),
+    "antislop": _antislop,
+    "json": lambda a, p: JsonStrategy(p, root=a.json_root or "any", prefilter=not a.no_json_prefilter),
     "creative": lambda a, p: CreativeWritingStrategy(
         p,
         **_given(a, top_p_flat="top_p_flat", top_k_threshold_flat="top_k_threshold_flat", eos_penalty="eos_penalty"),
