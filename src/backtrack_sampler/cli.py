@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backtrack_sampler.server.cli_serve import add_serve_command  # imports neither FastAPI nor uvicorn
 
     add_serve_command(commands)
+    from backtrack_sampler.batch_cli import add_batch_command
+
+    add_batch_command(commands)
     return parser
 
 
