@@ -1,0 +1,245 @@
+"""backtrack-sampler batch: bad lines reported, resumable after SIGKILL, preference pairs from ban rewinds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backtrack_sampler.batch import (
+    BatchDefaults,
+    comparable_continuation,
+    parse_line,
+    plan_batch,
+    recover_jsonl,
+    run_batch,
+)
+from backtrack_sampler.cli import main
+from scripted import EOS, text_provider
+
+VOCAB = [EOS, "a", "b", "c", " ", "."]
+
+
+def scripted():
+    """Writes "ab ab ab." then ends; bans make it write other words."""
+    return text_provider(VOCAB, lambda text: {EOS: 9.0} if len(text) > 12 else {"a": 3.0, "b": 2.0, " ": 1.5, "c": 1.0})
+
+
+def write_lines(path: Path, lines: list) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def read_records(path: Path) -> list[dict]:
+    text = path.read_text()
+    assert text == "" or text.endswith("\n"), "no half-written line"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def key(record: dict) -> tuple:
+    kind = record.get("error", {}).get("type")
+    return ("line", record["line"]) if kind in ("invalid_line", "duplicate_id") else ("id", record["id"])
+
+
+GOOD = [
+    {"id": "one", "prompt": "a", "max_tokens": 6},
+    {"id": 2, "prompt": "b", "temperature": 0, "banned_strings": ["ab"]},
+    {"id": "three", "prompt": "c", "seed": 4, "top_p": 0.9, "top_k": 3, "min_p": 0.01},
+]
+BAD = [
+    ("not json at all", "invalid_line", "line 4 is not valid JSON"),
+    ("[1, 2]", "invalid_line", "line 5 must be a JSON object, got list"),
+    ({"prompt": "a"}, "invalid_line", "line 6: id must be a non-empty string or an integer, got None"),
+    ({"id": "one", "prompt": "again"}, "duplicate_id", "duplicate id 'one' (first on line 1)"),
+    ({"id": "t", "prompt": "a", "temprature": 1}, "invalid_params", "unknown field 'temprature'"),
+    ({"id": "u", "prompt": "a", "temperature": -1}, "invalid_params", "temperature must be a number >= 0, got -1"),
+    ({"id": "v", "prompt": "a", "messages": []}, "invalid_params", "give exactly one of prompt"),
+    ({"id": "w", "prompt": "a", "top_p": 1.5}, "invalid_params", "top_p must be a number in (0, 1], got 1.5"),
+    ({"id": "x", "prompt": "a", "strategy": "magic"}, "invalid_params", "strategy must be one of"),
+    ({"id": "y", "messages": [{"role": "user", "content": "hi"}]}, "invalid_params", "has no chat template"),
+    ({"id": "z", "prompt": "a", "strategy": "antislop"}, "invalid_params", "needs banned_strings"),
+    ({"id": "zz", "prompt": "q"}, "invalid_params", "cannot be encoded"),
+]
+
+
+def test_bad_lines_are_reported_and_the_run_goes_on(tmp_path):
+    lines = [*GOOD, *(line for line, _, _ in BAD)]
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    summary = run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10), progress=None)
+    records = read_records(out)
+    assert summary.total == len(lines) and summary.ran == len(lines) and summary.errors == len(BAD)
+    results = {r["id"]: r for r in records if "error" not in r}
+    assert set(results) == {"one", 2, "three"}
+    for result in results.values():
+        assert result["finish_reason"] in ("eos", "length") and result["stats"]["tokens_emitted"] > 0
+    assert results["one"]["stats"]["tokens_emitted"] <= 6
+    errors = {r["line"]: r for r in records if "error" in r}
+    for number, (_, kind, message) in enumerate(BAD, len(GOOD) + 1):
+        assert errors[number]["error"]["type"] == kind
+        assert message in errors[number]["error"]["message"], errors[number]
+    assert len({key(r) for r in records}) == len(records)
+
+
+def test_a_restart_skips_what_is_done_and_repairs_the_files(tmp_path):
+    lines = [*GOOD, "broken", {"id": "one", "prompt": "dup"}, {"id": "four", "prompt": "ab", "banned_strings": ["ab"]}]
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
+    defaults = BatchDefaults(max_tokens=10, temperature=0)
+    run_batch(source, out, [scripted()], defaults, events_path=pairs, progress=None)
+    complete = read_records(out)
+    assert len(complete) == len(lines)
+    # As if killed twice: once after three lines plus half of the fourth, once after writing pairs only.
+    kept = complete[:3]
+    out.write_text("".join(json.dumps(r) + "\n" for r in kept) + json.dumps(complete[3])[:17])
+    orphan = {"id": "nobody", "prompt": "p", "chosen": "c", "rejected": "r", "metadata": {}}
+    with pairs.open("a") as handle:
+        handle.write(json.dumps(orphan) + "\n" + '{"id": "half')
+    plan = plan_batch(source, out, defaults, pairs)
+    assert plan.done_before == 3 and len(plan.jobs) + len(plan.errors) == len(lines) - 3
+    assert out.read_text().endswith("\n") and all(p["id"] != "nobody" for p in recover_jsonl(pairs))
+    summary = run_batch(source, out, [scripted()], defaults, events_path=pairs, progress=None)
+    assert summary.done_before == 3 and summary.ran == len(lines) - 3
+    records = read_records(out)
+    assert sorted(map(str, map(key, records))) == sorted(map(str, map(key, complete)))
+    # Nothing left: a third run writes nothing.
+    assert run_batch(source, out, [scripted()], defaults, events_path=pairs, progress=None).ran == 0
+    assert read_records(out) == records
+    done_ids = {r["id"] for r in records if "error" not in r}
+    pair_records = read_records(pairs)
+    assert all(p["id"] in done_ids for p in pair_records)
+    assert len({(p["id"], p["metadata"]["rewind_index"]) for p in pair_records}) == len(pair_records)
+
+
+def test_parse_line_fills_in_the_defaults():
+    job = parse_line('{"id": 7, "prompt": "x", "top_k": 0}', 3, BatchDefaults(max_tokens=9, seed=2, bans=("zz",)))
+    assert job.id == 7 and job.line == 3 and job.prompt == "x" and job.bans == ("zz",)
+    assert job.sampling == {
+        "max_new_tokens": 9,
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": None,
+        "min_p": None,
+        "seed": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "length", "expected"),
+    [
+        (" a fine day. More here", 4, " a fine"),
+        (" yes. And more words", 20, " yes."),
+        (" one two three", 100, " one two three"),
+        ("\n\nNew paragraph", 2, "\n\nNew"),
+        (" end", 0, " end"),
+    ],
+)
+def test_comparable_continuation(text, length, expected):
+    assert comparable_continuation(text, length) == expected
+
+
+# -- the real model ----------------------------------------------------------------------------------
+STORY_BANS = ["dragon", "dragons", "library", "books"]
+
+
+@pytest.mark.llamacpp
+def test_events_out_gives_valid_preference_pairs(tmp_path, provider):
+    topics = ["a dragon", "a library", "a dragon who reads books", "an old library"]
+    lines = [
+        {"id": f"s{i}", "messages": [{"role": "user", "content": f"Write a short story about {t}."}], "seed": i}
+        for i, t in enumerate(topics)
+    ]
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    out, pairs_path = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
+    defaults = BatchDefaults(max_tokens=40, temperature=0.7, bans=tuple(STORY_BANS))
+    summary = run_batch(source, out, [provider], defaults, events_path=pairs_path, progress=None)
+    results = {r["id"]: r for r in read_records(out)}
+    assert summary.rewinds > 0 and summary.pairs > 0
+    banned = re.compile("|".join(rf"(?<!\w){b}(?!\w)" for b in STORY_BANS), re.IGNORECASE)
+    pairs = read_records(pairs_path)
+    assert len(pairs) == summary.pairs
+    for pair in pairs:
+        assert set(pair) == {"id", "line", "prompt", "chosen", "rejected", "metadata"}
+        assert banned.search(pair["rejected"]), pair
+        assert pair["metadata"]["ban_phrase"].lower() in pair["rejected"].lower()
+        assert not banned.search(pair["chosen"]) and pair["chosen"].strip(), pair
+        # prompt + chosen is where the final text went: the prompt, then the generated text.
+        prompt_text = provider.apply_chat_template(lines[int(pair["id"][1:])]["messages"])
+        assert pair["prompt"].startswith(prompt_text)
+        assert (prompt_text + results[pair["id"]]["text"]).startswith(pair["prompt"] + pair["chosen"])
+
+
+@pytest.mark.llamacpp
+def test_sigkill_mid_run_then_the_same_command_finishes_with_one_line_per_id(tmp_path, smollm_path):
+    n = 14
+    lines = [
+        {"id": f"p{i}", "messages": [{"role": "user", "content": f"Tell me a fact about the number {i}."}]}
+        for i in range(n)
+    ]
+    lines.insert(5, "{this line is broken")
+    lines.insert(9, {"id": "p3", "prompt": "duplicate"})
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
+    command = [sys.executable, "-m", "backtrack_sampler", "batch", str(source), "-o", str(out)]
+    command += ["--events-out", str(pairs), "--max-tokens", "32", "--seed", "1", "--ban", "number", "--no-progress"]
+    command += ["--model", str(smollm_path)]
+
+    kills = 0
+    for target in (3, 7):  # kill -9 twice, at different points
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if out.exists() and out.read_bytes().count(b"\n") >= target:
+                break
+            time.sleep(0.02)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait(60)
+    assert kills >= 1, "the run ended before it could be killed"
+    assert out.read_bytes().count(b"\n") < len(lines)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    records = read_records(out)
+    keys = [key(r) for r in records]
+    assert len(keys) == len(set(keys)) == len(lines)
+    assert {r["id"] for r in records if "error" not in r} == {f"p{i}" for i in range(n)}
+    kinds = sorted(r["error"]["type"] for r in records if "error" in r)
+    assert kinds == ["duplicate_id", "invalid_line"]
+    done = {r["id"] for r in records if "error" not in r}
+    pair_records = read_records(pairs)
+    assert all(p["id"] in done for p in pair_records)
+    assert len({(p["id"], p["metadata"]["rewind_index"]) for p in pair_records}) == len(pair_records)
+    # Run again: nothing to do, nothing written.
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and read_records(out) == records
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concurrency", "2"], "argument --concurrency: a local model runs one sequence at a time"),
+        (["--remote-url", "http://127.0.0.1:9/v1"], "argument --remote-model: --remote-url needs --remote-model"),
+        (["--tokenizer", "{input}"], "argument --tokenizer: only applies with --remote-url"),
+        (["--events-out", "{input}"], "three different files"),
+        (["--max-tokens", "0"], "argument --max-tokens: must be an integer >= 1, got '0'"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path, capsys, args, message):
+    source = write_lines(tmp_path / "in.jsonl", GOOD)
+    args = [a.replace("{input}", str(source)) for a in args]
+    assert main(["batch", str(source), "-o", str(tmp_path / "out.jsonl"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_missing_input_is_named(tmp_path, capsys):
+    assert main(["batch", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "argument INPUT: file not found" in capsys.readouterr().err
