@@ -87,13 +87,14 @@ class AntiSlopStrategy(BaseStrategy):
     def on_token(self, ctx: GenerationContext, token: int) -> Decision:
         self._asked = None
         final = token in ctx.provider.eos_token_ids or 0 < ctx.max_new_tokens <= len(ctx.tokens)
-        found = [(m, self.phrases[m.index]) for m in self.tracker.feed(ctx, final)]
-        found += [(m, self.patterns[m.index]) for m in self.regex_tracker.feed(ctx, final)]
-        for match, rule in sorted(found, key=lambda item: (item[0].start, item[1].factor)):
+        # (rule, match, which rule: phrases are 0, 1, ..., patterns -1, -2, ...)
+        found = [(self.phrases[m.index], m, m.index) for m in self.tracker.feed(ctx, final)]
+        found += [(self.patterns[m.index], m, -1 - m.index) for m in self.regex_tracker.feed(ctx, final)]
+        for rule, match, which in sorted(found, key=lambda item: (item[1].start, item[0].factor)):
             if rule.factor >= 1:
                 continue
             position = ctx.token_at_char(match.start)
-            occurrence = (ctx.tokens[position], _name(rule), match.start)
+            occurrence = (ctx.tokens[position], which, match.start)
             if occurrence in self._kept.get(position, ()):
                 continue  # soft-banned here already, and the same token came back: it stays
             return self._rewind(ctx, position, match, rule, occurrence)

@@ -192,7 +192,7 @@ class PhraseTracker:
 
     def commit_boundary(self, upto: int) -> int:
         """The last boundary <= ``upto`` after which no phrase was open."""
-        if not self.lanes or upto == 0:  # no phrases, or nothing to emit
+        if not self.lanes or upto <= 0:  # no phrases, or nothing to emit
             return upto
         return self._closed[min(upto, len(self._closed)) - 1] if self._closed else 0
 
@@ -203,8 +203,13 @@ def _span(ctx: GenerationContext, start: int, end: int) -> str:
     return ctx.text_from(token)[start - base : end - base]
 
 
+def prompt_tail(ctx: GenerationContext, n_tokens: int = 8) -> str:
+    """The text of the prompt's last ``n_tokens`` tokens (what the generated text follows)."""
+    tail = b"".join(ctx.provider.token_bytes(t) for t in ctx.prompt_tokens[-n_tokens:])
+    return tail.decode("utf-8", errors="ignore")
+
+
 def _prompt_ends_in_word(ctx: GenerationContext) -> bool:
     """Whether the prompt's last character is a word character (so the first word generated may continue it)."""
-    tail = b"".join(ctx.provider.token_bytes(t) for t in ctx.prompt_tokens[-4:])
-    text = tail.decode("utf-8", errors="ignore")
+    text = prompt_tail(ctx, 4)
     return bool(text) and is_word_char(text[-1])

@@ -25,13 +25,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from backtrack_sampler.strategy.ban_rules import MAX_PATTERN_LENGTH, BanRegex
-from backtrack_sampler.strategy.phrase_tracker import PhraseMatch
+from backtrack_sampler.strategy.phrase_tracker import PhraseMatch, prompt_tail
 
 if TYPE_CHECKING:
     from backtrack_sampler.core.context import GenerationContext
 
 CONTEXT = 64
-"""Characters before the earliest anchor given to the search, for lookbehinds and word boundaries."""
+"""Characters before the earliest anchor given to the search, for lookbehinds and word boundaries
+(at the start, the end of the prompt: a match never begins in the prompt, but may look at it)."""
+
+
+WORD_ASSERTIONS = (r"\b", r"\B", r"\m", r"\M")
+"""Assertions that ``regex`` decides too early at the end of a partial string (see ``_boundary_anchor``)."""
 
 
 def compile_pattern(pattern: str, max_length: int = MAX_PATTERN_LENGTH) -> Any:
@@ -83,11 +88,13 @@ class RegexTracker:
         self.timeout = float(timeout)
         self.window = window
         self._compiled = [compile_pattern(p.pattern, max_pattern_length) for p in self.patterns]
+        self._word_boundaries = [any(a in p.pattern for a in WORD_ASSERTIONS) for p in self.patterns]
         self.reset()
 
     def reset(self) -> None:
         self._anchors: list[tuple[int, ...]] = []  # per token: each pattern's anchor (a character offset)
         self._closed: list[int] = []
+        self._prompt_tail = ""
 
     def truncate(self, position: int) -> None:
         """Keep the state of the first ``position`` tokens."""
@@ -101,9 +108,12 @@ class RegexTracker:
         anchors = self._anchors[-1] if self._anchors else (0,) * len(self.patterns)
         matches: list[PhraseMatch] = []
         if self.patterns:
+            if position == 0:
+                self._prompt_tail = prompt_tail(ctx)[-CONTEXT:]
             first = ctx.token_at_char(max(0, min(anchors) - CONTEXT))
-            base = ctx.char_start(first)
-            text = ctx.text_from(first)
+            lead = self._prompt_tail if first == 0 else ""
+            base = ctx.char_start(first) - len(lead)  # the text offset of text[0] (negative inside the prompt)
+            text = lead + ctx.text_from(first)
             anchors = tuple(
                 self._search(i, text, anchor - base, final, matches, base) + base for i, anchor in enumerate(anchors)
             )
@@ -114,22 +124,17 @@ class RegexTracker:
 
     def _search(self, index: int, text: str, pos: int, final: bool, matches: list[PhraseMatch], base: int) -> int:
         """Report the matches of pattern ``index`` in ``text[pos:]``; return its new anchor (in ``text``)."""
-        compiled, end = self._compiled[index], len(text)
+        end, first = len(text), pos
+        anchor = end
         while pos <= end:
-            try:
-                match = compiled.search(text, pos, partial=not final, timeout=self.timeout)
-            except TimeoutError:
-                pattern = self.patterns[index].pattern
-                raise ValueError(
-                    f"regex {pattern!r} took longer than {self.timeout} s on {end - pos} characters of text; "
-                    "simplify it (nested repeats like (a|aa)+ take exponential time)"
-                ) from None
+            match = self._find(index, text, pos, partial=not final)
             if match is None:
-                return end
+                break
             start, stop = match.span()
             if match.partial or (stop == end and not final):
                 if end - start <= self.window:
-                    return start  # it may still complete (or be undone): hold it back
+                    anchor = start  # it may still complete (or be undone): hold it back
+                    break
                 pos = max(start + 1, end - self.window)  # too old: give it up
                 continue
             if stop > start:
@@ -137,10 +142,40 @@ class RegexTracker:
                 pos = stop
             else:  # an empty match (a lookaround): nothing to ban here
                 pos = start + 1
-        return end
+        if self._word_boundaries[index] and not final:
+            anchor = self._boundary_anchor(index, text, max(first, end - self.window), anchor)
+        return anchor
+
+    def _boundary_anchor(self, index: int, text: str, pos: int, anchor: int) -> int:
+        r"""Hold back a match that a word character after the text would complete.
+
+        ``regex`` reads ``\b`` and ``\B`` at the end of a partial string as if
+        the text ended there (`` \b`` fails on " ", though " b" matches), so
+        the search is repeated with a word character appended: a match that
+        reaches it starts text that must be held back.
+        """
+        probe, end = text + "a", len(text)
+        while pos < anchor:
+            match = self._find(index, probe, pos, partial=True)
+            if match is None or match.start() >= anchor:
+                break
+            if match.partial or match.end() >= end:
+                return match.start()
+            pos = match.start() + 1
+        return anchor
+
+    def _find(self, index: int, text: str, pos: int, partial: bool) -> Any:
+        try:
+            return self._compiled[index].search(text, pos, partial=partial, timeout=self.timeout)
+        except TimeoutError:
+            pattern = self.patterns[index].pattern
+            raise ValueError(
+                f"regex {pattern!r} took longer than {self.timeout} s on {len(text) - pos} characters of text; "
+                "simplify it (nested repeats like (a|aa)+ take exponential time)"
+            ) from None
 
     def commit_boundary(self, upto: int) -> int:
         """The last boundary <= ``upto`` after which no pattern could still match."""
-        if not self.patterns or upto == 0:
+        if not self.patterns or upto <= 0:
             return upto
         return self._closed[min(upto, len(self._closed)) - 1] if self._closed else 0
