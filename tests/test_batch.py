@@ -243,3 +243,30 @@ def test_bad_arguments_are_named(tmp_path, capsys, args, message):
 def test_a_missing_input_is_named(tmp_path, capsys):
     assert main(["batch", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "out.jsonl")]) == 2
     assert "argument INPUT: file not found" in capsys.readouterr().err
+
+
+@pytest.mark.llamacpp
+def test_batch_against_a_remote_engine_with_concurrency(tmp_path, smollm_path, capsys):
+    pytest.importorskip("uvicorn", reason="the server needs the extra: server")
+    pytest.importorskip("httpx", reason="the remote provider needs the extra: remote")
+    from backtrack_sampler.models import load_llama
+    from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
+    from remote_servers import our_server
+
+    lines = [
+        {"id": i, "messages": [{"role": "user", "content": f"Write about {t}."}]} for i, t in enumerate(STORY_BANS)
+    ]
+    source = write_lines(tmp_path / "in.jsonl", [*lines, "oops"])
+    out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
+    with our_server(LlamacppProvider(load_llama(smollm_path, n_ctx=2048))) as url:
+        args = ["batch", str(source), "-o", str(out), "--events-out", str(pairs), "--concurrency", "3"]
+        args += ["--remote-url", url, "--remote-model", "smollm2", "--tokenizer", str(smollm_path)]
+        args += ["--max-tokens", "24", "--seed", "2", *(a for b in STORY_BANS for a in ("--ban", b))]
+        assert main(args) == 0, capsys.readouterr().err
+    records = read_records(out)
+    assert sorted(map(str, map(key, records))) == sorted([*(str(("id", i)) for i in range(4)), str(("line", 5))])
+    banned = re.compile("|".join(rf"(?<!\w){b}(?!\w)" for b in STORY_BANS), re.IGNORECASE)
+    for record in records:
+        if "error" not in record:
+            assert record["stats"]["tokens_emitted"] > 0 and not banned.search(record["text"])
+    assert "[batch] 5/5 done" in capsys.readouterr().err
