@@ -39,9 +39,9 @@ patterns = st.lists(
     st.builds(
         lambda flag, start, atoms, end, factor: BanRegex(flag + start + "".join(atoms) + end, factor),
         st.sampled_from(["", "(?i)"]),
-        st.sampled_from(["", r"\b"]),
+        st.sampled_from(["", r"\b", r"\B"]),
         st.lists(st.sampled_from(CONSUMING), min_size=1, max_size=3),
-        st.sampled_from(["", r"\b", "(?!a)"]),
+        st.sampled_from(["", r"\b", r"\B", "(?!a)", "(?=[ .])"]),
         st.sampled_from([0.0, 0.0, 0.5]),
     ),
     max_size=3,

@@ -17,7 +17,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
-_SHIFT = 21  # code points are < 2**21: a transition's cache key is state << _SHIFT | symbol
+SHIFT = 21
+"""Code points are < 2**21: the key of a transition in ``moves`` is ``state << SHIFT | symbol``."""
 _CACHE_LIMIT = 1 << 20
 
 
@@ -31,6 +32,9 @@ class PhraseAutomaton:
     State 0 is the root (no key prefix open). ``step(state, symbol)`` gives
     the next state for a symbol (a code point); ``ends(state)`` yields the
     indices of the keys that end there; ``key_length[i]`` is ``len(keys[i])``.
+    For hot loops, ``moves`` caches each transition seen as
+    ``state << SHIFT | symbol -> target << 1 | (1 if a key ends at target)``,
+    and ``move`` computes (and caches) one that is missing.
 
     Example:
         >>> automaton = PhraseAutomaton(["he", "she", "hers"])
@@ -60,7 +64,7 @@ class PhraseAutomaton:
         self._fail = array("I", bytes(4 * len(self)))
         self._report = array("I", bytes(4 * len(self)))  # nearest state on the suffix chain with ends, or 0
         self._build_links()
-        self._cache: dict[int, int] = {}
+        self.moves: dict[int, int] = {}
 
     def __len__(self) -> int:
         """Number of states."""
@@ -112,13 +116,16 @@ class PhraseAutomaton:
 
     def step(self, state: int, symbol: int) -> int:
         """The state after feeding ``symbol`` (a code point) in ``state``."""
-        key = state << _SHIFT | symbol
-        target = self._cache.get(key)
-        if target is None:
-            target = self._goto(state, symbol)
-            if len(self._cache) < _CACHE_LIMIT:
-                self._cache[key] = target
-        return target
+        packed = self.moves.get(state << SHIFT | symbol)
+        return (packed if packed is not None else self.move(state, symbol)) >> 1
+
+    def move(self, state: int, symbol: int) -> int:
+        """``target << 1 | (1 if a key ends at target)`` for ``symbol`` fed in ``state``; cached in ``moves``."""
+        target = self._goto(state, symbol)
+        packed = target << 1 | (self._report[target] != 0)
+        if len(self.moves) < _CACHE_LIMIT:
+            self.moves[state << SHIFT | symbol] = packed
+        return packed
 
     def ends(self, state: int) -> Iterator[int]:
         """Indices of every key that ends at ``state`` (the longest first)."""

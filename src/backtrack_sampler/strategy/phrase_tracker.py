@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from backtrack_sampler.core.text_units import is_word_char
 from backtrack_sampler.strategy.ban_rules import BanPhrase
-from backtrack_sampler.strategy.phrase_automaton import PhraseAutomaton
+from backtrack_sampler.strategy.phrase_automaton import SHIFT, PhraseAutomaton
 
 if TYPE_CHECKING:
     from backtrack_sampler.core.context import GenerationContext
@@ -152,8 +152,10 @@ class PhraseTracker:
         return matches
 
     def _advance(self, lane, ctx, text, offset, word, final, matches) -> None:
+        # The hot loop: one cached transition per symbol (see PhraseAutomaton.moves), the low bit says
+        # whether a phrase ends there.
         automaton, origins, markers = lane.automaton, lane.origins, lane.markers
-        step, has_ends = automaton.step, automaton.has_ends
+        moves, move = automaton.moves, automaton.move
         state = lane.states[-1] if lane.states else 0
         for i, char in enumerate(text):
             at = offset + i
@@ -161,20 +163,29 @@ class PhraseTracker:
                 is_word = is_word_char(char)
                 if is_word != word:
                     origins.append(at)
-                    state = step(state, _START if is_word else _END)
-                    if has_ends(state):
+                    symbol = _START if is_word else _END
+                    packed = moves.get(state << SHIFT | symbol)
+                    if packed is None:
+                        packed = move(state, symbol)
+                    state = packed >> 1
+                    if packed & 1:
                         self._report(lane, ctx, state, at, matches)
                     word = is_word
             symbols = fold(char)
+            last = len(symbols) - 1
             for j, symbol in enumerate(symbols):
                 origins.append(~at if j else at)
-                state = step(state, symbol)
-                if has_ends(state) and j == len(symbols) - 1:  # a match must end on a whole character
+                packed = moves.get(state << SHIFT | symbol)
+                if packed is None:
+                    packed = move(state, symbol)
+                state = packed >> 1
+                if packed & 1 and j == last:  # a match must end on a whole character
                     self._report(lane, ctx, state, at + 1, matches)
         if final and markers and word:
             origins.append(offset + len(text))
-            state = step(state, _END)
-            if has_ends(state):
+            packed = move(state, _END)
+            state = packed >> 1
+            if packed & 1:
                 self._report(lane, ctx, state, offset + len(text), matches)
         lane.states.append(state)
         lane.fed.append(len(origins))

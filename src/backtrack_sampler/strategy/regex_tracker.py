@@ -11,6 +11,12 @@ anchor with ``partial=True``:
   "avidly"), moves the anchor to where it starts: that text is held back;
 - no match at all moves the anchor to the end of the text.
 
+``regex`` reads ``\b`` and ``\B`` at the end of a partial string as if the
+text ended there (`` \b`` fails on " ", though " b" matches). So a pattern
+holding such an assertion is searched a second time, in the text with a
+word character appended: a match that reaches that character is held back
+too (see ``_boundary_anchor``).
+
 So each search reads only the text from the anchor on (plus ``CONTEXT``
 characters before it, for lookbehinds and ``\b``), never the whole text.
 A partial match older than ``window`` characters is given up on, so a
@@ -35,8 +41,11 @@ CONTEXT = 64
 (at the start, the end of the prompt: a match never begins in the prompt, but may look at it)."""
 
 
-WORD_ASSERTIONS = (r"\b", r"\B", r"\m", r"\M")
-"""Assertions that ``regex`` decides too early at the end of a partial string (see ``_boundary_anchor``)."""
+# Assertions that ``regex`` decides too early at the end of a partial string (see the module docstring):
+# after a non-word character, \b and \m fail there though a word character would satisfy them;
+# after a word character, \B does.
+AFTER_NON_WORD = (r"\b", r"\m")
+AFTER_WORD = (r"\B",)
 
 
 def compile_pattern(pattern: str, max_length: int = MAX_PATTERN_LENGTH) -> Any:
@@ -88,7 +97,11 @@ class RegexTracker:
         self.timeout = float(timeout)
         self.window = window
         self._compiled = [compile_pattern(p.pattern, max_pattern_length) for p in self.patterns]
-        self._word_boundaries = [any(a in p.pattern for a in WORD_ASSERTIONS) for p in self.patterns]
+        self._probe_after = [
+            (any(a in p.pattern for a in AFTER_NON_WORD), any(a in p.pattern for a in AFTER_WORD))
+            for p in self.patterns
+        ]
+        self._word_char = compile_pattern(r"\w") if self.patterns else None
         self.reset()
 
     def reset(self) -> None:
@@ -114,16 +127,33 @@ class RegexTracker:
             lead = self._prompt_tail if first == 0 else ""
             base = ctx.char_start(first) - len(lead)  # the text offset of text[0] (negative inside the prompt)
             text = lead + ctx.text_from(first)
+            probe = None if final else text + "a"
+            after_word = bool(text) and self._word_char.match(text[-1]) is not None
             anchors = tuple(
-                self._search(i, text, anchor - base, final, matches, base) + base for i, anchor in enumerate(anchors)
+                self._search(i, text, probe, after_word, anchor - base, matches, base) + base
+                for i, anchor in enumerate(anchors)
             )
         self._anchors.append(anchors)
         closed = not anchors or min(anchors) >= n_chars
         self._closed.append(position + 1 if closed else (self._closed[-1] if self._closed else 0))
         return matches
 
-    def _search(self, index: int, text: str, pos: int, final: bool, matches: list[PhraseMatch], base: int) -> int:
-        """Report the matches of pattern ``index`` in ``text[pos:]``; return its new anchor (in ``text``)."""
+    def _search(
+        self,
+        index: int,
+        text: str,
+        probe: str | None,
+        after_word: bool,
+        pos: int,
+        matches: list[PhraseMatch],
+        base: int,
+    ) -> int:
+        """Report the matches of pattern ``index`` in ``text[pos:]``; return its new anchor (in ``text``).
+
+        ``probe`` is ``text`` with a word character appended, or ``None`` at the end of the text
+        (``final``); ``after_word`` tells whether ``text`` ends with a word character.
+        """
+        final = probe is None
         end, first = len(text), pos
         anchor = end
         while pos <= end:
@@ -142,19 +172,13 @@ class RegexTracker:
                 pos = stop
             else:  # an empty match (a lookaround): nothing to ban here
                 pos = start + 1
-        if self._word_boundaries[index] and not final:
-            anchor = self._boundary_anchor(index, text, max(first, end - self.window), anchor)
+        if probe is not None and self._probe_after[index][after_word]:
+            anchor = self._boundary_anchor(index, probe, max(first, end - self.window), anchor)
         return anchor
 
-    def _boundary_anchor(self, index: int, text: str, pos: int, anchor: int) -> int:
-        r"""Hold back a match that a word character after the text would complete.
-
-        ``regex`` reads ``\b`` and ``\B`` at the end of a partial string as if
-        the text ended there (`` \b`` fails on " ", though " b" matches), so
-        the search is repeated with a word character appended: a match that
-        reaches it starts text that must be held back.
-        """
-        probe, end = text + "a", len(text)
+    def _boundary_anchor(self, index: int, probe: str, pos: int, anchor: int) -> int:
+        """The start of the first match in ``probe[pos:anchor]`` that reaches its appended character, or ``anchor``."""
+        end = len(probe) - 1
         while pos < anchor:
             match = self._find(index, probe, pos, partial=True)
             if match is None or match.start() >= anchor:
