@@ -23,7 +23,8 @@ class AntiSlopStrategy(BaseStrategy):
     text must not go on with one, so "avid" is not found in "David" or
     "avidly". An Aho-Corasick automaton stepped by each new character keeps
     the per-token cost independent of the number of phrases and of the text
-    length; 50,000 phrases build in about a second.
+    length; 50,000 phrases build in one or two seconds, once per list (the
+    automata of the last lists used are kept).
 
     On a match, the token where it began is banned at that position (factor
     0), or, for a soft ban (factor in (0, 1)), its probability there is
@@ -33,7 +34,9 @@ class AntiSlopStrategy(BaseStrategy):
     ``backtrack_sampler.core.engine``).
 
     Only text that a phrase or pattern could still complete over is held
-    back; the rest streams at once.
+    back; the rest streams at once. A phrase that ends the text is found when
+    the text ends on EOS or at the token limit (not after another strategy's
+    ``Stop``).
 
     Args:
         provider: the provider the sampler uses.

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 
 SHIFT = 21
 """Code points are < 2**21: the key of a transition in ``moves`` is ``state << SHIFT | symbol``."""
-_CACHE_LIMIT = 1 << 20
+_CACHE_LIMIT = 1 << 18  # transitions cached (some 25 MB at most); past it, a miss costs a few bisections
 
 
 class PhraseAutomaton:

@@ -18,6 +18,7 @@ then checked against the original text.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -61,6 +62,17 @@ def phrase_key(text: str, whole_word: bool) -> str:
     return "".join(symbols)
 
 
+@functools.lru_cache(maxsize=8)
+def _automata(texts: tuple[str, ...], whole: tuple[bool, ...]) -> list[tuple[PhraseAutomaton, tuple[int, ...], bool]]:
+    """``(automaton, phrase index of each key, markers)`` per lane; cached, so the same list builds once."""
+    lanes = []
+    for markers in (True, False):
+        chosen = tuple(i for i, w in enumerate(whole) if w == markers)
+        if chosen:
+            lanes.append((PhraseAutomaton([phrase_key(texts[i], markers) for i in chosen]), chosen, markers))
+    return lanes
+
+
 class PhraseMatch(NamedTuple):
     """A phrase found in the text: characters ``start`` to ``end`` (exclusive), ``index`` in the list."""
 
@@ -70,10 +82,10 @@ class PhraseMatch(NamedTuple):
 
 
 class _Lane:
-    """One automaton and its state after each token."""
+    """One automaton (shared, read-only) and this tracker's state in it after each token."""
 
-    def __init__(self, keys: list[str], phrase_of_key: list[int], markers: bool) -> None:
-        self.automaton = PhraseAutomaton(keys)
+    def __init__(self, automaton: PhraseAutomaton, phrase_of_key: tuple[int, ...], markers: bool) -> None:
+        self.automaton = automaton
         self.phrase_of_key = phrase_of_key
         self.markers = markers
         self.reset()
@@ -105,13 +117,9 @@ class PhraseTracker:
     def __init__(self, phrases: Sequence[BanPhrase], ignore_case: bool = True, whole_words: bool = True) -> None:
         self.phrases = list(phrases)
         self.case_sensitive = [p.ignore_case is False or (p.ignore_case is None and not ignore_case) for p in phrases]
-        whole = [p.whole_word if p.whole_word is not None else whole_words for p in phrases]
-        self.lanes: list[_Lane] = []
-        for markers in (True, False):
-            chosen = [i for i, w in enumerate(whole) if w == markers]
-            if chosen:
-                keys = [phrase_key(self.phrases[i].text, markers) for i in chosen]
-                self.lanes.append(_Lane(keys, chosen, markers))
+        whole = tuple(p.whole_word if p.whole_word is not None else whole_words for p in phrases)
+        texts = tuple(p.text for p in self.phrases)
+        self.lanes = [_Lane(*layout) for layout in _automata(texts, whole)]
         self.reset()
 
     def reset(self) -> None:
