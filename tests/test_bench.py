@@ -45,3 +45,11 @@ def test_ban_scaling_replays_without_rewinds():
 def test_memory_measures_each_side_in_its_own_process():
     (row,) = run("memory.py", "--backends", "llamacpp", "--tokens", "8", "--repeats", "1")
     assert 50 < float(row["raw peak RSS MiB"]) < 4000 and 50 < float(row["generate peak RSS MiB"]) < 4000
+
+
+def test_banning_the_models_own_favourite_terms_leaks_nothing():
+    rows = run("slop_experiment.py", "--tokens", "64", "--seeds", "1", "--no-score")
+    plain, banned = rows
+    assert plain["run"] == "no bans" and int(plain["leaks"]) > 0  # the terms are ones the model does write
+    assert banned["run"] == "20 terms banned" and int(banned["rewinds"]) > 0
+    assert banned["leaks"] == "0"
