@@ -15,18 +15,20 @@ One step of a generation, in the order ``_Generation.events`` runs it:
    logits past the rewind point, add the new ones, count it against the
    budget (``_rewind``). The KV cache is truncated lazily, at the next
    evaluation.
-4b. The retry ladder (``_ladder``), so no generation dies or spins: when a
-   rewind that bans text lands on a position that cannot take it (its
-   per-position budget is spent, or its bans would leave no token), or when
-   sampling finds no acceptable token where such a rewind banned tokens
-   (only rewinds that set ``match_end`` climb it), take the first rung that can:
-   (a) ban more of the match: keep its first tokens and ban its next one
-   there (``Rewind.match_end`` says where the match ends); (b) rewind to the
-   start of the previous word and ban the token found there; (c) the same at
-   the start of the sentence; (d) give up: a ``RewindRefusedEvent`` says the
-   text is let through (or, when nothing is acceptable, that the position is
-   sampled without its bans). Every rung counts against the budget, and the
-   ladder reaches back only into text not yet emitted.
+4b. The retry ladder (``_ladder``), so no generation dies or spins. It
+   serves rewinds that ban matched text (``Rewind.match_end`` set): when one
+   lands on a position that cannot take it (its per-position budget is
+   spent, or its bans would leave no token), or when sampling finds no
+   acceptable token where one banned tokens, take the first rung that can:
+
+   a. ban more of the match: keep its first tokens, ban its next one;
+   b. rewind to the start of the previous word and ban the token there;
+   c. the same at the start of the sentence;
+   d. give up: a ``RewindRefusedEvent`` says the text is let through (or
+      that the position is sampled without its bans).
+
+   Every rung counts against the budget; the ladder reaches back only into
+   text not yet emitted.
 5. Emit every token the strategy can no longer rewind (``commit_boundary``,
    which by default follows ``holdback``).
 """
