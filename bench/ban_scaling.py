@@ -1,6 +1,6 @@
 """Ban-list scaling: the per-token cost of AntiSlop with 10 to 50,000 phrases, relative to no strategy.
 
-Two measurements, both interleaved in one process:
+Two measurements, both interleaved in one process, for phrase lists and for regex patterns:
 
 - end to end: tokens/s of a real generation (llama.cpp, embedded model) with
   AntiSlop and N phrases, against the same generation with no strategy;
@@ -12,7 +12,7 @@ The phrases are pairs of real words from the model's vocabulary (so the
 automaton walks partial matches all the time, as with a real slop list);
 a pair that occurs in the text is dropped so no rewind changes the work.
 
-    python bench/ban_scaling.py [--sizes 10 1000 10000 50000] [--tokens 256] [--repeats 3]
+    python bench/ban_scaling.py [--sizes 10 1000 10000 50000] [--regex 50] [--tokens 256] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -24,11 +24,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, BaseStrategy
+from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, BaseStrategy, ChainStrategy
+from backtrack_sampler.core.decisions import CONTINUE
 from backtrack_sampler.provider.base_provider import BaseProvider
 from common import load_backend, machine, median, table, timed
 
-HEADER = ["phrases", "build s", "end-to-end tok/s", "vs no strategy", "strategy µs/token", "per token vs 10 phrases"]
+HEADER = [
+    "bans",
+    "build s",
+    "end-to-end tok/s",
+    "vs no strategy",
+    "strategy µs/token",
+    "time per token vs smallest list",
+    "mean chars held back",
+]
 
 
 class ReplayProvider(BaseProvider):
@@ -76,7 +85,24 @@ def word_pairs(provider: BaseProvider, n: int, avoid: str, seed: int = 0) -> lis
     return sorted(phrases)
 
 
-def measure(sizes: list[int], n_tokens: int, repeats: int) -> list[list]:
+class HoldbackMeter(BaseStrategy):
+    """Records, at each token, how many characters the engine was holding back after the previous step."""
+
+    def __init__(self) -> None:
+        self.held: list[int] = []
+
+    def on_token(self, ctx, token):
+        self.held.append(ctx.char_start(len(ctx.tokens) - 1) - ctx.char_start(ctx.committed))
+        return CONTINUE
+
+
+def regex_patterns(provider: BaseProvider, n: int, avoid: str) -> list[str]:
+    """``n`` patterns shaped like real slop regexes: two words with up to two words between them."""
+    pairs = word_pairs(provider, n, avoid, seed=1)
+    return [rf"(?i)\b{a}(?: \w+){{0,2}} {b}\b" for a, b in (pair.split() for pair in pairs)]
+
+
+def measure(sizes: list[int], n_tokens: int, repeats: int, n_regex: int = 50) -> list[list]:
     backend = load_backend("llamacpp")
     provider = backend.provider
     prompt = provider.encode(
@@ -98,42 +124,52 @@ def measure(sizes: list[int], n_tokens: int, repeats: int) -> list[list]:
         assert result.tokens == recorded.tokens, "the replay must not rewind: a phrase occurs in the text"
         return (time.perf_counter() - start) / len(result.tokens)
 
-    strategies: dict[int, tuple[float, AntiSlopStrategy]] = {}
+    def mean_held_back(strategy: BaseStrategy) -> float:
+        meter = HoldbackMeter()
+        BacktrackSampler(replay, ChainStrategy([strategy, meter])).generate_text(
+            prompt, max_new_tokens=len(recorded.tokens), temperature=0
+        )
+        return sum(meter.held) / len(meter.held)
+
+    configs: dict[str, tuple[float, AntiSlopStrategy]] = {}
     for size in sizes:
         start = time.perf_counter()
         strategy = AntiSlopStrategy(provider, phrases[:size])
-        strategies[size] = (time.perf_counter() - start, strategy)
+        configs[f"{size:,} phrases"] = (time.perf_counter() - start, strategy)
+    if n_regex:
+        start = time.perf_counter()
+        strategy = AntiSlopStrategy(provider, [], regex=regex_patterns(provider, n_regex, text))
+        configs[f"{n_regex} regex"] = (time.perf_counter() - start, strategy)
     end_to_end(None), replay_seconds_per_token(None)  # warm up
     base_e2e, base_replay = [], []
-    e2e: dict[int, list[float]] = {s: [] for s in sizes}
-    cost: dict[int, list[float]] = {s: [] for s in sizes}
+    e2e: dict[str, list[float]] = {c: [] for c in configs}
+    cost: dict[str, list[float]] = {c: [] for c in configs}
     for _ in range(repeats):
         base_e2e.append(end_to_end(None))
-        for size in sizes:
-            e2e[size].append(end_to_end(strategies[size][1]))
+        for name, (_, strategy) in configs.items():
+            e2e[name].append(end_to_end(strategy))
         for _ in range(3):
             base = replay_seconds_per_token(None)
             base_replay.append(base)
-            for size in sizes:
-                cost[size].append(replay_seconds_per_token(strategies[size][1]) - base)
+            for name, (_, strategy) in configs.items():
+                cost[name].append(replay_seconds_per_token(strategy) - base)
     b = median(base_e2e)
-    rows = [["none", "", f"{b:.1f}", "1.000", "0", ""]]
-    per_token = {size: median(cost[size]) for size in sizes}
-    smallest = min(sizes)
-    for size in sizes:
-        ratio = median(e2e[size]) / b
-        relative = (1 / median(e2e[size])) / (1 / median(e2e[smallest]))
+    rows = [["none", "", f"{b:.1f}", "1.000", "0", "", "0"]]
+    smallest = f"{min(sizes):,} phrases"
+    for name, (build, strategy) in configs.items():
+        relative = median(e2e[smallest]) / median(e2e[name])  # time per token, relative to the smallest list
         rows.append(
             [
-                f"{size:,}",
-                f"{strategies[size][0]:.2f}",
-                f"{median(e2e[size]):.1f}",
-                f"{ratio:.3f}",
-                f"{per_token[size] * 1e6:.0f}",
+                name,
+                f"{build:.2f}",
+                f"{median(e2e[name]):.1f}",
+                f"{median(e2e[name]) / b:.3f}",
+                f"{median(cost[name]) * 1e6:.0f}",
                 f"{relative:.3f}",
+                f"{mean_held_back(strategy):.1f}",
             ]
         )
-    rows.append(["(engine, no strategy, replay)", "", "", "", f"{median(base_replay) * 1e6:.0f} per token", ""])
+    rows.append(["(engine, no strategy, replay)", "", "", "", f"{median(base_replay) * 1e6:.0f} per token", "", ""])
     return rows
 
 
@@ -142,9 +178,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000, 50000])
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--regex", type=int, default=50, help="number of regex patterns (0: none)")
     args = parser.parse_args()
     print(machine())
-    print(table(HEADER, measure(args.sizes, args.tokens, args.repeats)))
+    print(table(HEADER, measure(args.sizes, args.tokens, args.repeats, args.regex)))
 
 
 if __name__ == "__main__":

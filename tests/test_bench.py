@@ -38,8 +38,9 @@ def test_rewind_cost_never_re_evaluates_the_prompt():
 
 
 def test_ban_scaling_replays_without_rewinds():
-    rows = run("ban_scaling.py", "--sizes", "10", "200", "--tokens", "16", "--repeats", "1")
-    assert [r["phrases"] for r in rows[:3]] == ["none", "10", "200"]
+    rows = run("ban_scaling.py", "--sizes", "10", "200", "--regex", "5", "--tokens", "24", "--repeats", "1")
+    assert [r["bans"] for r in rows[:4]] == ["none", "10 phrases", "200 phrases", "5 regex"]
+    assert all(float(r["mean chars held back"]) >= 0 for r in rows[:4])
 
 
 def test_memory_measures_each_side_in_its_own_process():
