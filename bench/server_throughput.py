@@ -1,0 +1,183 @@
+"""Server overhead: streamed tokens/s through the server against the library called directly.
+
+Two set-ups, each interleaving the two paths with the same settings (greedy,
+same prompt, same length):
+
+- ``process``: ``python -m backtrack_sampler serve`` as its own process (a
+  free port of 127.0.0.1, the embedded model, its own copy of the model);
+  this process streams from it with httpx and runs ``BacktrackSampler.stream``
+  on its own copy.
+- ``thread``: the app on uvicorn in a thread of this process, serving the very
+  provider the library path uses (same model instance: only the server's own
+  work differs).
+
+Time runs from sending the request to ``data: [DONE]`` (prompt included), and
+from calling ``stream`` to its ``FinishEvent``. Prints the median tokens/s of
+each path and their ratio (target: at least 0.9), then the aggregate tokens/s
+of 8 concurrent streams.
+
+    python bench/server_throughput.py [--tokens 256] [--repeats 5] [--clients 8] [--setups process thread]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from backtrack_sampler import BacktrackSampler, FinishEvent
+from backtrack_sampler.models import load_llama
+from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
+from common import machine, median, table
+
+PROMPT = "Once upon a time"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(n_ctx: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "backtrack_sampler", "serve", "--port", str(port), "--n-ctx", str(n_ctx)]
+    command += ["--log-level", "warning"]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the server did not start")
+
+
+def stream_from_server(client: httpx.Client, prompt: str, n: int) -> tuple[int, float, str, float]:
+    """Tokens, seconds and text of one streamed completion, and the server engine's own tokens/s."""
+    body = {
+        "prompt": prompt,
+        "max_tokens": n,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "backtrack_events": True,  # for backtrack_stats: the engine's own tokens/s on the server
+    }
+    text, tokens, engine = [], 0, 0.0
+    start = time.perf_counter()
+    with client.stream("POST", "/v1/completions", json=body) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            for choice in chunk["choices"]:
+                text.append(choice["text"])
+                if "backtrack_stats" in choice:
+                    engine = choice["backtrack_stats"]["tokens_per_second"]
+    return tokens, time.perf_counter() - start, "".join(text), engine
+
+
+def stream_from_library(sampler: BacktrackSampler, prompt: str, n: int) -> tuple[int, float, str]:
+    start = time.perf_counter()
+    for event in sampler.stream(prompt, max_new_tokens=n, temperature=0, top_k=0):
+        if isinstance(event, FinishEvent):
+            return len(event.tokens), time.perf_counter() - start, event.text
+    raise RuntimeError("no FinishEvent")
+
+
+def concurrent(url: str, clients: int, n: int) -> tuple[int, float]:
+    """Total tokens and seconds of ``clients`` streams sent at once (different prompts)."""
+    counts = [0] * clients
+
+    def one(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            counts[i] = stream_from_server(client, f"{PROMPT} there was a place number {i}", n)[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts), time.perf_counter() - start
+
+
+def compare(url: str, sampler: BacktrackSampler, tokens: int, repeats: int) -> tuple[int, float, float, float, float]:
+    """Interleaved runs of both paths: tokens, the medians of library, server and server-engine tok/s, and the
+    median of the ratios of consecutive runs (robust to the machine's load drifting)."""
+    with httpx.Client(base_url=url, timeout=600) as client:
+        stream_from_server(client, PROMPT, 8)  # warm up both paths
+        stream_from_library(sampler, PROMPT, 8)
+        direct, served, engine = [], [], []
+        for _ in range(repeats):
+            lib_tokens, lib_s, lib_text = stream_from_library(sampler, PROMPT, tokens)
+            srv_tokens, srv_s, srv_text, srv_engine = stream_from_server(client, PROMPT, tokens)
+            engine.append(srv_engine)
+            if (lib_tokens, lib_text) != (srv_tokens, srv_text):
+                print(f"warning: different outputs ({lib_tokens} vs {srv_tokens} tokens)")
+            direct.append(lib_tokens / lib_s)
+            served.append(srv_tokens / srv_s)
+    pairs = [srv / lib for lib, srv in zip(direct, served, strict=True)]
+    return lib_tokens, median(direct), median(served), median(engine), median(pairs)
+
+
+def in_thread(provider):
+    """The app on uvicorn in a thread, serving ``provider`` (the server tests' helper)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from server_support import LiveServer, make_app
+
+    return LiveServer(make_app(provider))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--setups", nargs="+", choices=("process", "thread"), default=["process", "thread"])
+    args = parser.parse_args()
+
+    print(machine())
+    provider = LlamacppProvider(load_llama(n_ctx=args.n_ctx))
+    sampler = BacktrackSampler(provider)
+    rows = []
+    for setup in args.setups:
+        if setup == "process":
+            process, url = start_server(args.n_ctx)
+            try:
+                n, lib, srv, engine, ratio = compare(url, sampler, args.tokens, args.repeats)
+                total, seconds = concurrent(url, args.clients, args.tokens // 4)
+            finally:
+                process.terminate()
+                process.wait(30)
+        else:
+            with in_thread(provider) as server:
+                n, lib, srv, engine, ratio = compare(server.url, sampler, args.tokens, args.repeats)
+                total, seconds = concurrent(server.url, args.clients, args.tokens // 4)
+        row = [setup, n, f"{lib:.1f}", f"{srv:.1f}", f"{ratio:.3f}", f"{engine:.1f}", f"{srv / engine:.3f}"]
+        rows.append([*row, f"{total / seconds:.1f}"])
+    header = ["server in", "new tokens", "library tok/s", "server tok/s", "ratio", "server engine tok/s"]
+    header += ["delivered/engine", f"{args.clients} streams tok/s"]
+    print(table(header, rows))
+    print("ratio: server / library, the median over interleaved pairs (target >= 0.9).")
+    print("server engine tok/s: the engine's own rate inside the server (backtrack_stats);")
+    print("delivered/engine: the share of it that HTTP, SSE and the event loop keep.")
+    print(f"{args.clients} streams tok/s: the aggregate of concurrent streams, queued on the one model.")
+
+
+if __name__ == "__main__":
+    main()
