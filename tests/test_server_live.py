@@ -65,6 +65,9 @@ def test_chunks_arrive_while_the_model_is_still_generating(live_server, server_p
                 break
         running = worker.running  # the first words are here: the generation is not over
         assert running is not None and running.control.tokens_sampled < 40
+        # The event loop is free meanwhile: other requests are answered at once.
+        health = httpx.get(f"{live_server.url}/health", timeout=10).json()
+        assert health["generation"]["queued_or_running"] >= 1
         seen.extend(events)
     assert seen[-1] == "[DONE]"
     content = "".join(e["choices"][0]["delta"].get("content") or "" for e in seen[:-1] if e["choices"])

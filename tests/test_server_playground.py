@@ -81,3 +81,20 @@ def test_the_playground_shows_the_final_text_and_the_rewinds(browser, live_serve
     page.wait_for_selector("#alternatives:not([hidden]) tr")
     assert page.eval_on_selector_all("#alternatives tr", "rows => rows.length") >= 2
     assert not errors, errors
+
+
+def test_the_stop_button_cancels_the_generation(browser, live_server):
+    page = browser.new_page()
+    page.goto(live_server.url + "/")
+    page.fill("#prompt", "Write a very long story about a dragon.")
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "1500")
+    page.click("#run")
+    page.wait_for_selector("#output .token")
+    page.click("#stop")
+    page.wait_for_selector('#summary[data-state="done"]', timeout=60_000)
+    assert "stopped" in page.text_content("#summary")
+    worker = live_server.worker
+    assert worker.wait_idle(timeout=60)
+    record = worker.history[-1]
+    assert record.status == "cancelled" and record.tokens_sampled < 1500
