@@ -12,6 +12,8 @@ CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 USER = [{"role": "user", "content": "Hi"}]
 REPLACE_3 = {"find": 3, "replace": "x"}
+SLOW_REGEX = {"slops": ["x"], "regex": ["(a|aa)+b"], "regex_timeout": 60}
+DEEP_CHAIN = {"name": "chain", "params": {"strategies": [[[[["creative"]]]]]}}
 IMAGE = {"type": "image_url", "image_url": {"url": "http://example.invalid/cat.png"}}
 
 
@@ -66,6 +68,8 @@ BAD_REQUESTS = [
     ("strategy parameter of the wrong type", completion(strategy={"name": "replace", "params": REPLACE_3}), None),
     ("empty chain", completion(strategy={"name": "chain", "params": {"strategies": []}}), None),
     ("strategy as a number", completion(strategy=5), "strategy"),
+    ("regex timeout set by a client", completion(strategy={"name": "antislop", "params": SLOW_REGEX}), None),
+    ("chains nested too deep", completion(strategy=DEEP_CHAIN), None),
     ("echo", completion(echo=True), "echo"),
     ("suffix", completion(suffix="x"), "suffix"),
     ("best_of other than n", completion(best_of=3), "best_of"),
@@ -141,6 +145,8 @@ def test_limits_of_the_server(server_provider):
     assert_error(post(http, completion(prompt="one two three four five six seven eight nine ten")), 400, "prompt")
     assert_error(post(http, completion(max_tokens=17)), 400, "max_tokens", "limit")
     assert_error(post(http, completion(banned_strings=["a", "b"], banned_regex=["c"])), 400, "banned_strings", "limit")
+    antislop = {"name": "antislop", "params": {"slops": ["a", "b"]}}  # bans count wherever they are given
+    assert_error(post(http, completion(strategy=antislop, banned_strings=["c"])), 400, "banned_strings", "limit")
     long_chat = [{"role": "user", "content": "word " * 50}]
     assert_error(post(http, chat(messages=long_chat)), 400, "messages")
 

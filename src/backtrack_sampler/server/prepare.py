@@ -17,7 +17,7 @@ from backtrack_sampler.server.errors import APIError, short_repr
 from backtrack_sampler.server.generation import ChoiceSpec, GenerationPlan
 from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from backtrack_sampler.server.settings import ServerSettings
-from backtrack_sampler.server.strategies import build_strategy
+from backtrack_sampler.server.strategies import BanLimits, build_strategy
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 LOGIT_BIAS_LIMIT = 100.0
@@ -128,7 +128,8 @@ def _plan(
             code="limit",
         )
     _check_patterns(patterns, settings)
-    strategy = build_strategy(provider, request.strategy, phrases, patterns, json_root)
+    limits = BanLimits(settings.max_bans, settings.max_regex_length)
+    strategy = build_strategy(provider, request.strategy, phrases, patterns, json_root, limits)
     budget = RewindBudget(
         per_position=16 if request.rewinds_per_position is None else request.rewinds_per_position,
         per_generation=request.max_rewinds,

@@ -3,13 +3,17 @@
 Each built-in is registered by name with its class; its JSON parameters are
 checked against the constructor's signature, and the constructor's own
 ``ValueError``/``TypeError`` becomes a 400 naming the parameter. Strategies
-that talk to a terminal (debug, human) are not offered.
+that talk to a terminal (debug, human) are not offered. What a request may
+ask for is bounded: chains nest at most 4 deep, at most 16 strategies, bans
+(phrases and patterns, wherever given) count against ``max_bans``, and the
+regex timeout and pattern length are the server's.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from backtrack_sampler.provider.base_provider import BaseProvider
@@ -41,63 +45,135 @@ def strategy_names() -> list[str]:
     return sorted([*STRATEGY_CLASSES, CHAIN])
 
 
+MAX_CHAIN_DEPTH = 4
+MAX_STRATEGIES = 16
+# Constructor parameters a client may not set: the server sets them (they bound the work of a request).
+SERVER_SET = {AntiSlopStrategy: ("regex_timeout", "max_pattern_length")}
+
+
+@dataclass(frozen=True)
+class BanLimits:
+    """What one request may ask of the ban machinery (from ``ServerSettings``)."""
+
+    max_bans: int = 1000
+    max_pattern_length: int = 500
+
+
 def build_strategy(
     provider: BaseProvider,
     spec: StrategySpec | str | list[StrategySpec | str] | None,
     banned_strings: Sequence[str] | None = None,
     banned_regex: Sequence[str] | None = None,
     json_root: str | None = None,
+    limits: BanLimits | None = None,
 ) -> BaseStrategy | None:
     """The request's strategy: the spec's, AntiSlop for the bans, JSON output; chained when several.
 
     Raises:
         APIError: 400 naming ``strategy...``, ``banned_strings`` or ``banned_regex``.
     """
-    strategies: list[BaseStrategy] = []
-    if spec is not None:
-        strategies.append(_build(provider, spec, "strategy"))
-    if banned_strings or banned_regex:
-        strategies.append(_build_bans(provider, banned_strings or [], banned_regex or []))
-    if json_root is not None:
-        strategies.append(JsonStrategy(provider, root=json_root))
-    if not strategies:
-        return None
-    return strategies[0] if len(strategies) == 1 else ChainStrategy(strategies)
+    return _Builder(provider, limits or BanLimits()).build(spec, banned_strings, banned_regex, json_root)
 
 
-def _build(provider: BaseProvider, spec: StrategySpec | str | list, param: str) -> BaseStrategy:
-    if isinstance(spec, list):
-        if not spec:
-            raise APIError(f"{param}: a chain needs at least one strategy, got []", param=param)
-        return ChainStrategy([_build(provider, s, f"{param}.{i}") for i, s in enumerate(spec)])
-    if isinstance(spec, str):
-        spec = StrategySpec(name=spec)
-    name = spec.name.strip().lower().replace("-", "_")
-    if name == CHAIN:
-        members = spec.params.get("strategies")
-        unknown = set(spec.params) - {"strategies"}
-        if unknown:
-            bad = sorted(unknown)[0]
-            raise APIError(f"{param}.params: chain takes only 'strategies', got {bad!r}", param=f"{param}.params.{bad}")
-        if not isinstance(members, list) or not members:
+class _Builder:
+    """Builds one request's strategies, counting what they ban against the limits."""
+
+    def __init__(self, provider: BaseProvider, limits: BanLimits) -> None:
+        self.provider = provider
+        self.limits = limits
+        self.bans = 0
+        self.built = 0
+
+    def build(
+        self,
+        spec: StrategySpec | str | list | None,
+        banned_strings: Sequence[str] | None,
+        banned_regex: Sequence[str] | None,
+        json_root: str | None,
+    ) -> BaseStrategy | None:
+        strategies: list[BaseStrategy] = []
+        if spec is not None:
+            strategies.append(self._build(spec, "strategy", depth=1))
+        if banned_strings or banned_regex:
+            phrases, patterns = list(banned_strings or []), list(banned_regex or [])
+            param = "banned_regex" if patterns else "banned_strings"
+            self._count_bans(len(phrases) + len(patterns), param)
+            kwargs = {"regex": patterns, "max_pattern_length": self.limits.max_pattern_length}
+            strategies.append(_call(lambda: AntiSlopStrategy(self.provider, phrases, **kwargs), {}, param))
+        if json_root is not None:
+            strategies.append(JsonStrategy(self.provider, root=json_root))
+        if not strategies:
+            return None
+        return strategies[0] if len(strategies) == 1 else ChainStrategy(strategies)
+
+    def _count_bans(self, n: int, param: str) -> None:
+        self.bans += n
+        if self.bans > self.limits.max_bans:
             raise APIError(
-                f"{param}.params.strategies: a chain needs a non-empty list of strategies, got {short_repr(members)}",
-                param=f"{param}.params.strategies",
+                f"{param}: at most {self.limits.max_bans} banned strings and patterns in one request, got {self.bans}",
+                param=param,
+                code="limit",
             )
-        specs = [_spec(m, f"{param}.params.strategies.{i}") for i, m in enumerate(members)]
-        return ChainStrategy([_build(provider, s, f"{param}.params.strategies.{i}") for i, s in enumerate(specs)])
-    cls = STRATEGY_CLASSES.get(name)
-    if cls is None:
-        raise APIError(
-            f"{param}.name: unknown strategy {spec.name!r}; choose one of {', '.join(strategy_names())}",
-            param=f"{param}.name",
-            code="unknown_strategy",
-        )
-    return _construct(cls, provider, spec.params, f"{param}.params")
+
+    def _build(self, spec: StrategySpec | str | list, param: str, depth: int) -> BaseStrategy:
+        self.built += 1
+        if self.built > MAX_STRATEGIES:
+            raise APIError(f"{param}: at most {MAX_STRATEGIES} strategies in one request", param=param, code="limit")
+        if isinstance(spec, list):
+            return self._chain(spec, param, depth)
+        if isinstance(spec, str):
+            spec = StrategySpec(name=spec)
+        name = spec.name.strip().lower().replace("-", "_")
+        if name == CHAIN:
+            unknown = set(spec.params) - {"strategies"}
+            if unknown:
+                bad = sorted(unknown)[0]
+                message = f"{param}.params: chain takes only 'strategies', got {bad!r}"
+                raise APIError(message, param=f"{param}.params.{bad}")
+            return self._chain(spec.params.get("strategies"), f"{param}.params.strategies", depth)
+        cls = STRATEGY_CLASSES.get(name)
+        if cls is None:
+            raise APIError(
+                f"{param}.name: unknown strategy {spec.name!r}; choose one of {', '.join(strategy_names())}",
+                param=f"{param}.name",
+                code="unknown_strategy",
+            )
+        return self._construct(cls, spec.params, f"{param}.params")
+
+    def _chain(self, members: Any, param: str, depth: int) -> BaseStrategy:
+        if not isinstance(members, list) or not members:
+            message = f"{param}: a chain needs a non-empty list of strategies, got {short_repr(members)}"
+            raise APIError(message, param=param)
+        if depth > MAX_CHAIN_DEPTH:
+            raise APIError(f"{param}: chains nest at most {MAX_CHAIN_DEPTH} deep", param=param, code="limit")
+        specs = [_spec(m, f"{param}.{i}") for i, m in enumerate(members)]
+        return ChainStrategy([self._build(s, f"{param}.{i}", depth + 1) for i, s in enumerate(specs)])
+
+    def _construct(self, cls: type[BaseStrategy], params: dict[str, Any], param: str) -> BaseStrategy:
+        signature = inspect.signature(cls.__init__)
+        accepted = [n for n in signature.parameters if n not in ("self", "provider", *SERVER_SET.get(cls, ()))]
+        for key in params:
+            if key not in accepted:
+                reason = "is set by the server" if key in SERVER_SET.get(cls, ()) else "is not a parameter"
+                raise APIError(
+                    f"{param}: {key!r} {reason} of {cls.__name__}; it takes {', '.join(accepted) or 'none'}",
+                    param=f"{param}.{key}",
+                )
+        kwargs = dict(params)
+        if cls is AntiSlopStrategy:
+            self._count_bans(_length(kwargs.get("slops")) + _length(kwargs.get("regex")), param)
+            kwargs["max_pattern_length"] = self.limits.max_pattern_length
+        if "provider" in signature.parameters:
+            kwargs["provider"] = self.provider
+        return _call(cls, kwargs, param, label=f"{cls.__name__}: ")
 
 
-def _spec(value: Any, param: str) -> StrategySpec | str:
-    if isinstance(value, str):
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, (list, tuple)) else 0
+
+
+def _spec(value: Any, param: str) -> StrategySpec | str | list:
+    if isinstance(value, (str, list)):  # a name, or a list: a chain inside the chain
         return value
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         params = value.get("params", {})
@@ -106,21 +182,6 @@ def _spec(value: Any, param: str) -> StrategySpec | str:
         return StrategySpec(name=value["name"], params=params)
     message = f"{param}: must be a name or {{'name': ..., 'params': {{...}}}}, got {short_repr(value)}"
     raise APIError(message, param=param)
-
-
-def _construct(cls: type[BaseStrategy], provider: BaseProvider, params: dict[str, Any], param: str) -> BaseStrategy:
-    signature = inspect.signature(cls.__init__)
-    accepted = [n for n in signature.parameters if n not in ("self", "provider")]
-    for key in params:
-        if key not in accepted:
-            raise APIError(
-                f"{param}: {cls.__name__} has no parameter {key!r}; it takes {', '.join(accepted) or 'none'}",
-                param=f"{param}.{key}",
-            )
-    kwargs = dict(params)
-    if "provider" in signature.parameters:
-        kwargs["provider"] = provider
-    return _call(cls, kwargs, param, label=f"{cls.__name__}: ")
 
 
 def _call(factory: Callable[..., BaseStrategy], kwargs: dict[str, Any], param: str, label: str = "") -> BaseStrategy:
@@ -138,9 +199,3 @@ def _named_param(param: str, message: str, kwargs: dict[str, Any]) -> str:
         if message.startswith(name):
             return f"{param}.{name}"
     return param
-
-
-def _build_bans(provider: BaseProvider, phrases: Sequence[str], patterns: Sequence[str]) -> BaseStrategy:
-    """AntiSlop with the library's defaults: case-insensitive, whole words (use ``strategy`` to change them)."""
-    param = "banned_regex" if patterns else "banned_strings"
-    return _call(lambda: AntiSlopStrategy(provider, list(phrases), regex=list(patterns)), {}, param)
