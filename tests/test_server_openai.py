@@ -181,6 +181,7 @@ def test_strategy_specs_and_chains(client):
     for strategy in (
         "creative_writing",
         {"name": "adaptive_temperature", "params": {"poly_coeffs": [1.0, 1.0]}},
+        {"name": "antislop", "params": {"slops": [["ocean", 0.2]], "whole_words": False}},  # a soft ban
         {"name": "chain", "params": {"strategies": ["creative", {"name": "antislop", "params": {"slops": ["vast"]}}]}},
     ):
         chat = client.chat.completions.create(

@@ -38,7 +38,7 @@ class StrategySpec(BaseModel):
     ``{"name": "creative_writing", "params": {"top_p_flat": 0.5}}``; a chain is
     ``{"name": "chain", "params": {"strategies": [spec, ...]}}`` (or simply a list
     of specs). Names: ``antislop``, ``creative_writing``, ``adaptive_temperature``,
-    ``replace``, ``chain`` (and ``json`` where that strategy is installed).
+    ``replace``, ``json``, ``chain``.
     """
 
     model_config = _CONFIG
@@ -47,7 +47,6 @@ class StrategySpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Constructor parameters (JSON values).")
 
 
-NonNegativeInt = Annotated[int, Field(ge=0)]
 StrategyField = StrategySpec | str | list[StrategySpec | str] | None
 
 
