@@ -329,7 +329,7 @@ def test_a_vocabulary_that_cannot_spell_null_ends_with_a_reason_never_silently()
             assert advance(initial_state(), finish.text)[1] == len(finish.text)
             continue
         dead_ends += 1
-        assert finish.text == "nu"
+        assert finish.text.lstrip() == "nu"  # leading whitespace is valid JSON too
         assert finish.detail == "the output can no longer be JSON: a rewind was refused"
         assert of(events, RewindEvent)[0].reason == (
             "no token of the vocabulary can continue the JSON after 'u' (expected 'l' (spelling a JSON literal))"

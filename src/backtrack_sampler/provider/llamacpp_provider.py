@@ -36,7 +36,8 @@ class LlamacppProvider(BaseProvider):
         self.cache = cache
         self.device = device
         self._n_vocab = llm.n_vocab()
-        self.context_length = llm.n_ctx()
+        # Below 256 llama.cpp rounds n_ctx up, but llama-cpp-python's token buffer keeps the size asked for.
+        self.context_length = min(llm.n_ctx(), len(llm.input_ids))
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         eog = {t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)}
         self.eos_token_ids = frozenset(eog or {llm.token_eos()})
