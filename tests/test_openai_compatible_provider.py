@@ -291,3 +291,25 @@ def test_spawned_providers_share_the_client_but_not_the_state():
     assert other.requests > 0 and other.n_past != 0
     other.close()
     assert not provider.client.is_closed
+
+
+@pytest.mark.transformers
+@pytest.mark.llamacpp
+def test_the_gguf_and_hf_tokenizers_of_the_embedded_model_agree(smollm_path):
+    pytest.importorskip("transformers", reason="transformers is not installed (extra: transformers)")
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra: llamacpp)")
+    from backtrack_sampler.models import embedded_hf_dir
+    from backtrack_sampler.provider.remote_tokenizer import load_tokenizer
+
+    gguf, hf = load_tokenizer(smollm_path), load_tokenizer(embedded_hf_dir())
+    assert gguf.vocab_size == hf.vocab_size == 49152
+    assert 2 in gguf.eos_token_ids and 2 in hf.eos_token_ids
+    messages = [{"role": "user", "content": "Héllo, wörld! 你好 🙂"}]
+    texts = ["Once upon a time", "  spaces\tand\nlines", messages[0]["content"], gguf.apply_chat_template(messages)]
+    for text in texts:
+        assert gguf.encode(text) == hf.encode(text)
+    assert hf.apply_chat_template(messages).startswith("<|im_start|>")
+    ids = [*range(0, 49152, 97), *gguf.encode(messages[0]["content"])]
+    # llama.cpp gives b"" for the few tokens the GGUF types as control (e.g. 26675, a newline and 64 spaces).
+    differ = [t for t in ids if gguf.token_bytes(t) != hf.token_bytes(t)]
+    assert len(differ) <= 3 and all(gguf.token_bytes(t) == b"" for t in differ)

@@ -393,7 +393,8 @@ def preference_pairs(
     comparable length (``comparable_continuation``); ``prompt`` is the prompt
     and the generated text before that place. A rewind whose context was
     itself erased later (a deeper rewind came after it) has no final
-    continuation and gives no pair, nor does one with an empty continuation.
+    continuation and gives no pair, nor does one whose continuation is empty
+    or still holds the phrase.
     """
     text = TokenText(token_bytes)
     for token in finish.tokens:
@@ -409,6 +410,8 @@ def preference_pairs(
         chosen = comparable_continuation(final[start:], len(event.suppressed_text))
         if not chosen.strip() or chosen == event.suppressed_text:
             continue
+        if event.ban_phrase and event.ban_phrase.lower() in chosen.lower():
+            continue  # the phrase was let through in the end (the retry ladder gave up): no preference
         pairs.append(
             {
                 "prompt": prompt + final[:start],
