@@ -313,3 +313,19 @@ def test_the_gguf_and_hf_tokenizers_of_the_embedded_model_agree(smollm_path):
     # llama.cpp gives b"" for the few tokens the GGUF types as control (e.g. 26675, a newline and 64 spaces).
     differ = [t for t in ids if gguf.token_bytes(t) != hf.token_bytes(t)]
     assert len(differ) <= 3 and all(gguf.token_bytes(t) == b"" for t in differ)
+
+
+def test_remote_and_batch_modules_import_no_backend():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import backtrack_sampler.provider.openai_compatible_provider, backtrack_sampler.async_sampler\n"
+        "import backtrack_sampler.batch, backtrack_sampler.batch_cli, backtrack_sampler.cli\n"
+        "backtrack_sampler.cli.build_parser()\n"
+        "heavy = ('torch', 'transformers', 'llama_cpp', 'httpx', 'fastapi', 'uvicorn')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
