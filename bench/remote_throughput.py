@@ -1,0 +1,176 @@
+"""Throughput of OpenAICompatibleProvider with 1, 4 and 16 sequences in flight, step mode against chunk mode.
+
+Starts the server itself (our ``backtrack-sampler serve`` on the embedded
+model, or vLLM from the venv of scripts/setup_vllm.sh), or uses ``--url``.
+For each concurrency it measures, in the same run:
+
+- raw: the engine alone, one plain ``/v1/completions`` request per sequence;
+- chunk and step: ``BacktrackSampler`` with AntiSlop over the remote provider,
+  run by ``run_concurrently`` (one thread and one spawned provider per sequence).
+
+It prints tokens/s per sequence (median) and aggregate, and the aggregate as a
+ratio of the raw engine's at the same concurrency.
+
+    python bench/remote_throughput.py --server ours
+    python bench/remote_throughput.py --server vllm
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from backtrack_sampler import AntiSlopStrategy, BacktrackSampler
+from backtrack_sampler.async_sampler import run_concurrently
+from backtrack_sampler.models import default_model_path
+from backtrack_sampler.provider.openai_compatible_provider import OpenAICompatibleProvider
+from common import machine, median, table
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPICS = ["a lighthouse", "a lost key", "the first snow", "a night train", "an old violin", "a desert well"]
+# Slop-ish words this model writes often enough that every run rewinds.
+BANS = ["little", "old", "ancient", "suddenly", "whispered", "mysterious", "magical", "journey", "once upon a time"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(kind: str) -> tuple[subprocess.Popen, str, str]:
+    """Start ``kind`` on a free port; (process, base URL, model name)."""
+    port = free_port()
+    if kind == "ours":
+        command = [sys.executable, "-m", "backtrack_sampler", "serve", "--port", str(port), "--model-name", "smollm2"]
+        command += ["--log-level", "warning"]
+        env = dict(os.environ)
+    else:
+        python = os.environ.get("BACKTRACK_VLLM_PYTHON") or str(ROOT / ".vllm-venv" / "bin" / "python")
+        if not Path(python).is_file():
+            sys.exit("no vLLM venv: run scripts/setup_vllm.sh (or set BACKTRACK_VLLM_PYTHON)")
+        from backtrack_sampler.models import embedded_hf_dir
+
+        command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(embedded_hf_dir())]
+        command += ["--served-model-name", "smollm2", "--max-model-len", "2048", "--enforce-eager"]
+        command += ["--dtype", "bfloat16", "--max-logprobs", "20", "--host", "127.0.0.1", "--port", str(port)]
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))
+    log = open(tempfile.mkstemp(prefix=f"{kind}-server-", suffix=".log")[1], "wb")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"the server exited ({process.returncode}); see {log.name}")
+        try:
+            if httpx.get(url + "/models", timeout=2).status_code == 200:
+                return process, url, "smollm2"
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    process.kill()
+    sys.exit(f"the server was not ready in 600 s; see {log.name}")
+
+
+def prompts(base: OpenAICompatibleProvider, n: int) -> list[list[int]]:
+    texts = [f"Write a short story about {TOPICS[i % len(TOPICS)]} (number {i})." for i in range(n)]
+    return [base.encode(base.apply_chat_template([{"role": "user", "content": t}])) for t in texts]
+
+
+def raw(url: str, model: str, batch: list[list[int]], tokens: int) -> tuple[list[float], float, int]:
+    """The engine alone: one plain completion per sequence, all at once; (tok/s each, aggregate, tokens)."""
+    rates, counts = [0.0] * len(batch), [0] * len(batch)
+
+    def one(i: int) -> None:
+        body = {"model": model, "prompt": batch[i], "max_tokens": tokens, "temperature": 0.8, "seed": i}
+        started = time.perf_counter()
+        usage = httpx.post(url + "/completions", json=body, timeout=600).json()["usage"]
+        counts[i] = usage["completion_tokens"]
+        rates[i] = counts[i] / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(batch))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return rates, sum(counts) / (time.perf_counter() - started), sum(counts)
+
+
+def sampled(base: OpenAICompatibleProvider, mode: str, batch: list[list[int]], tokens: int):
+    """BacktrackSampler + AntiSlop over the remote provider; (tok/s each, aggregate, tokens, rewinds, requests)."""
+    spawned: list[OpenAICompatibleProvider] = []
+
+    def make_sampler() -> BacktrackSampler:
+        provider = base.spawn()
+        provider.mode = mode
+        spawned.append(provider)
+        return BacktrackSampler(provider, AntiSlopStrategy(provider, BANS))
+
+    started = time.perf_counter()
+    results = run_concurrently(make_sampler, batch, len(batch), max_new_tokens=tokens, temperature=0.8, seed=7)
+    elapsed = time.perf_counter() - started
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    emitted = sum(len(r.tokens) for r in results)
+    rewinds = sum(r.stats.rewinds for r in results)
+    requests = sum(p.requests for p in spawned)
+    return [r.stats.tokens_per_second for r in results], emitted / elapsed, emitted, rewinds, requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", choices=("ours", "vllm"), default="ours")
+    parser.add_argument("--url", help="use this running server instead (with --model)")
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per sequence")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--chunk-size", type=int, default=64)
+    args = parser.parse_args()
+
+    process = None
+    if args.url:
+        url, model, label = args.url, args.model, args.url
+    else:
+        process, url, model = start_server(args.server)
+        label = {"ours": "backtrack-sampler serve (llama.cpp)", "vllm": "vLLM CPU (bfloat16)"}[args.server]
+    try:
+        base = OpenAICompatibleProvider(url, model, tokenizer=default_model_path(), chunk_size=args.chunk_size)
+        warm = prompts(base, 2)  # warm up every path the measurements take
+        raw(url, model, warm, 8)
+        for mode in ("chunk", "step"):
+            sampled(base, mode, warm, 8)
+        rows = []
+        for k in args.concurrency:
+            batch = prompts(base, k)
+            raw_each, raw_all, raw_n = raw(url, model, batch, args.tokens)
+            rows.append([k, "raw engine", f"{median(raw_each):.1f}", f"{raw_all:.1f}", "1.00", raw_n, "-", k])
+            print(f"  {k} raw: {raw_all:.1f} tok/s", file=sys.stderr, flush=True)
+            for mode in ("chunk", "step"):
+                each, total, n, rewinds, requests = sampled(base, mode, batch, args.tokens)
+                ratio = f"{total / raw_all:.2f}"
+                rows.append([k, mode, f"{median(each):.1f}", f"{total:.1f}", ratio, n, rewinds, requests])
+                print(f"  {k} {mode}: {total:.1f} tok/s", file=sys.stderr, flush=True)
+        print(f"# Remote throughput: {label}, {args.tokens} new tokens per sequence\n")
+        print(machine() + "\n")
+        header = ["sequences", "path", "tok/s each (median)", "tok/s aggregate", "x raw"]
+        header += ["tokens", "rewinds", "requests"]
+        print(table(header, rows))
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(60)
+
+
+if __name__ == "__main__":
+    main()
