@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +130,8 @@ def sampled(base: OpenAICompatibleProvider, mode: str, batch: list[list[int]], t
 
 
 def main() -> None:
+    # A kill (timeout, Ctrl-C) still runs the finally below, which stops the server we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", choices=("ours", "vllm"), default="ours")
     parser.add_argument("--url", help="use this running server instead (with --model)")

@@ -145,6 +145,15 @@ def test_positional_bans_go_through_logit_bias_and_match_the_local_model():
     assert not any("logit_bias" in b for b in engine.bodies if b.get("stream"))
 
 
+@pytest.mark.parametrize("max_new_tokens", [5, 40])
+def test_the_stream_is_closed_when_the_generation_ends(max_new_tokens):
+    engine = FakeEngine()
+    provider = remote(engine, mode="chunk", chunk_size=50)
+    got = generate(provider, max_new_tokens=max_new_tokens)
+    assert got.reason == ("length" if max_new_tokens == 5 else "eos")
+    assert provider._chunk is not None and provider._chunk._pieces is None  # nothing left open
+
+
 def test_a_rewind_closes_the_stream():
     engine = FakeEngine()
     provider = remote(engine, mode="chunk", chunk_size=12)

@@ -157,8 +157,9 @@ class OpenAICompatibleProvider(BaseProvider):
         context_length: the served context length; ``None`` asks the server
             (vLLM lists ``max_model_len`` under ``/v1/models``).
         max_retries: retries of a request after a connection error, a 429 or a 5xx.
-        client: an ``httpx.Client`` to share (e.g. between the providers of
-            concurrent sequences); by default the provider makes its own.
+        client: an ``httpx.Client`` to use (and to share with ``spawn``'s
+            providers); by default the provider makes its own, and each
+            spawned provider too.
 
     Raises:
         ValueError: a bad argument, or the server does not serve ``model``.
@@ -217,10 +218,11 @@ class OpenAICompatibleProvider(BaseProvider):
         self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids)
         self._owns_client = client is None
-        if client is None:
-            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-            client = httpx.Client(timeout=timeout, headers=headers)
-        self.client = client
+        self._client_settings = {
+            "timeout": timeout,
+            "headers": {"Authorization": f"Bearer {api_key}"} if api_key else {},
+        }
+        self.client = client if client is not None else httpx.Client(**self._client_settings)
         self.context_length = context_length if context_length is not None else self._served_context_length()
         self._setup = GenerationSetup()
         self._chunk: _Chunk | None = None
@@ -230,10 +232,19 @@ class OpenAICompatibleProvider(BaseProvider):
         """Tokens the remote engine generated, those the engine discarded included."""
 
     def spawn(self) -> OpenAICompatibleProvider:
-        """A new provider for another concurrent sequence: same server, tokenizer and HTTP client, own state."""
+        """A new provider for another concurrent sequence: same server and tokenizer, state of its own.
+
+        It gets an HTTP client of its own (a client passed to the constructor
+        is shared instead): a stream a forgotten provider leaves open is then
+        closed, when garbage-collected, in a connection pool nobody else is
+        using (httpx's pool lock is not reentrant).
+        """
+        import httpx
+
         clone = copy.copy(self)
         BaseProvider.__init__(clone)  # an empty token list of its own
-        clone._owns_client = False
+        if self._owns_client:
+            clone.client = httpx.Client(**self._client_settings)
         clone._setup, clone._chunk = GenerationSetup(), None
         clone.requests = clone.remote_tokens = 0
         return clone
@@ -287,7 +298,11 @@ class OpenAICompatibleProvider(BaseProvider):
             # Not generated yet, or proposed once already: a rewind without a ban asks for a fresh draw.
             chunk, j = self._fetch(prefix, sample=True)
         chunk.next_proposal = j + 1
-        return chunk.tokens[j]
+        token = chunk.tokens[j]
+        end = self._setup.max_length
+        if token in self.eos_token_ids or (end is not None and len(prefix) + 1 >= end):
+            chunk.close()  # the generation ends here: free the connection (the tokens stay readable)
+        return token
 
     # -- BaseProvider primitives ------------------------------------------------------------
     def _forward(self, tokens: Sequence[int]) -> np.ndarray:
