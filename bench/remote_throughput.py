@@ -172,7 +172,11 @@ def main() -> None:
     finally:
         if process is not None:
             process.terminate()
-            process.wait(60)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:  # a server still draining connections
+                process.kill()
+                process.wait(15)
 
 
 if __name__ == "__main__":
