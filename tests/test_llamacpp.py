@@ -104,15 +104,23 @@ def test_partial_iteration_then_generate_again(provider, story_tokens):
 
 def test_seed_llamacpp_example_runs_as_written():
     pytest.importorskip("torch", reason="the seed's example imports torch")
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "llamacpp_example.py")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    text, _, duration = out.stdout.rpartition("\nDuration: ")
-    assert text.strip() and duration.strip().endswith("seconds")
+    # The example samples without a seed, as the seed wrote it: now and then the model's first
+    # token is EOS (an empty story is a legitimate run), so up to three runs must give a story.
+    stories = []
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "llamacpp_example.py")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        text, _, duration = out.stdout.rpartition("\nDuration: ")
+        assert duration.strip().endswith("seconds"), out.stdout[-500:]
+        stories.append(text.strip())
+        if stories[-1]:
+            break
+    assert any(stories)
 
 
 def test_rewind_events_report_suppressed_text(provider, story_tokens):
