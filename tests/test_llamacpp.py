@@ -104,10 +104,10 @@ def test_partial_iteration_then_generate_again(provider, story_tokens):
 
 def test_seed_llamacpp_example_runs_as_written():
     pytest.importorskip("torch", reason="the seed's example imports torch")
-    # The example samples without a seed, as the seed wrote it: now and then the model's first
-    # token is EOS (an empty story is a legitimate run), so up to three runs must give a story.
+    # The example sends the raw prompt without a seed, as the seed wrote it: about one run in six the
+    # model ends at once (EOS first; an empty story is a legitimate run), so up to five runs must give one.
     stories = []
-    for _ in range(3):
+    for _ in range(5):
         out = subprocess.run(
             [sys.executable, str(ROOT / "examples" / "llamacpp_example.py")],
             capture_output=True,
