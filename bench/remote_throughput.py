@@ -130,8 +130,15 @@ def sampled(base: OpenAICompatibleProvider, mode: str, batch: list[list[int]], t
 
 
 def main() -> None:
-    # A kill (timeout, Ctrl-C) still runs the finally below, which stops the server we started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    servers: list[subprocess.Popen] = []
+
+    def stop(*_: object) -> None:
+        # Killed (e.g. by timeout): the worker threads may wait on the server, so do not wait for them.
+        for server in servers:
+            server.kill()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", choices=("ours", "vllm"), default="ours")
     parser.add_argument("--url", help="use this running server instead (with --model)")
@@ -146,6 +153,7 @@ def main() -> None:
         url, model, label = args.url, args.model, args.url
     else:
         process, url, model = start_server(args.server)
+        servers.append(process)
         label = {"ours": "backtrack-sampler serve (llama.cpp)", "vllm": "vLLM CPU (bfloat16)"}[args.server]
     try:
         base = OpenAICompatibleProvider(url, model, tokenizer=default_model_path(), chunk_size=args.chunk_size)
