@@ -63,8 +63,7 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
     batch.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
     g = batch.add_argument_group("local model (default: the embedded SmolLM2 through llama.cpp)")
-    g.add_argument("--backend", choices=("llamacpp", "transformers"), default="llamacpp", help="the local backend")
-    g.add_argument("--model", type=cli._model_file, metavar="PATH", help="a .gguf file or a local model directory")
+    cli.add_model_arguments(g)
     g.add_argument("--n-ctx", type=cli._int_at_least(0), default=2048, metavar="N", help="context (default: 2048)")
     g.add_argument("--threads", type=cli._int_at_least(1), metavar="N", help="CPU threads for llama.cpp")
 

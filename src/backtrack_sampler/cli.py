@@ -216,10 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prompt", metavar="PROMPT", help='the prompt; "-" reads it from stdin')
-
-    g = p.add_argument_group("model and prompt")
+def add_model_arguments(g: argparse._ArgumentGroup) -> None:
+    """``--backend`` and ``--model``, shared by the commands that load a model."""
     g.add_argument(
         "--backend",
         choices=("llamacpp", "transformers"),
@@ -232,6 +230,13 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="a .gguf file, or a local model directory with --backend transformers (default: SmolLM2)",
     )
+
+
+def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", metavar="PROMPT", help='the prompt; "-" reads it from stdin')
+
+    g = p.add_argument_group("model and prompt")
+    add_model_arguments(g)
     g.add_argument(
         "--n-ctx",
         type=_int_at_least(0),

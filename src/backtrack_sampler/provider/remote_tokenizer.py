@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from backtrack_sampler.provider.hf_tokenizer import HFTokenizer
+
 
 @runtime_checkable
 class Tokenizer(Protocol):
@@ -93,53 +95,3 @@ class _quiet_stderr:  # noqa: N801 - used as a context manager
         if self._fd is not None:
             os.dup2(self._saved, self._fd)
             os.close(self._saved)
-
-
-class HFTokenizer:
-    """A ``transformers`` tokenizer seen through the ``Tokenizer`` protocol, byte-exact per token."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        from backtrack_sampler.provider.transformers_provider import _byte_level_alphabet
-
-        self.tokenizer = tokenizer
-        ids = {tokenizer.eos_token_id} if isinstance(tokenizer.eos_token_id, int) else set()
-        self.eos_token_ids = frozenset(ids)
-        self._bos = tokenizer.bos_token_id
-        self._wants_bos = self._bos is not None and tokenizer("a")["input_ids"][:1] == [self._bos]
-        self._special = set(tokenizer.all_special_ids)
-        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-        self._alphabet = _byte_level_alphabet() if type(decoder).__name__ == "ByteLevel" else {}
-        self._bytes: dict[int, bytes] = {}
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
-
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
-        tokens = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if add_bos and self._wants_bos and tokens[:1] != [self._bos]:
-            tokens.insert(0, self._bos)
-        return tokens
-
-    def token_bytes(self, token: int) -> bytes:
-        piece = self._bytes.get(token)
-        if piece is None:
-            piece = self._bytes[token] = self._token_bytes(int(token))
-        return piece
-
-    def _token_bytes(self, token: int) -> bytes:
-        if token in self._special or not 0 <= token < len(self.tokenizer):
-            return b""
-        text = self.tokenizer.convert_ids_to_tokens(token)
-        if self._alphabet and all(c in self._alphabet for c in text):
-            return bytes(self._alphabet[c] for c in text)
-        if text.startswith("<0x") and text.endswith(">") and len(text) == 6:  # SentencePiece byte fallback
-            return bytes([int(text[3:5], 16)])
-        if "▁" in text:  # SentencePiece word boundary
-            return text.replace("▁", " ").encode("utf-8")
-        return self.tokenizer.decode([token]).encode("utf-8")
-
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise NotImplementedError("this tokenizer has no chat template; pass a raw prompt")
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)

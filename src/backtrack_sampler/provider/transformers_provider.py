@@ -14,19 +14,7 @@ from typing import Any
 import numpy as np
 
 from backtrack_sampler.provider.base_provider import BaseProvider
-
-
-def _byte_level_alphabet() -> dict[str, int]:
-    """The inverse of GPT-2's bytes-to-unicode table: printable char -> byte."""
-    printable = {*range(33, 127), *range(161, 173), *range(174, 256)}  # "!".."~", "¡".."¬", "®".."ÿ"
-    chars, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            chars[chr(byte)] = byte
-        else:
-            chars[chr(256 + extra)] = byte
-            extra += 1
-    return chars
+from backtrack_sampler.provider.hf_tokenizer import HFTokenizer
 
 
 class TransformersProvider(BaseProvider):
@@ -57,13 +45,7 @@ class TransformersProvider(BaseProvider):
         self._n_vocab = int(model.get_output_embeddings().weight.shape[0])
         self.context_length = getattr(model.config, "max_position_embeddings", None)
         self.eos_token_ids = frozenset(self._eos_ids(model, tokenizer))
-        self._bos = tokenizer.bos_token_id
-        self._wants_bos = self._bos is not None and tokenizer("a")["input_ids"][:1] == [self._bos]
-        self._special = set(tokenizer.all_special_ids)
-        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-        self._byte_level = type(decoder).__name__ == "ByteLevel"
-        self._alphabet = _byte_level_alphabet() if self._byte_level else {}
-        self._bytes: dict[int, bytes] = {}
+        self._text = HFTokenizer(tokenizer)
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "past_key_values" if "past_key_values" in params else "cache"
         self._cache = self._new_cache()
@@ -92,34 +74,13 @@ class TransformersProvider(BaseProvider):
         return self._n_vocab
 
     def encode(self, text: str, add_bos: bool = True) -> list[int]:
-        tokens = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if add_bos and self._wants_bos and tokens[:1] != [self._bos]:
-            tokens.insert(0, self._bos)
-        return tokens
+        return self._text.encode(text, add_bos)
 
     def token_bytes(self, token: int) -> bytes:
-        token = int(token)
-        piece = self._bytes.get(token)
-        if piece is None:
-            piece = self._bytes[token] = self._token_bytes(token)
-        return piece
-
-    def _token_bytes(self, token: int) -> bytes:
-        if token in self._special or token >= len(self.tokenizer):
-            return b""
-        text = self.tokenizer.convert_ids_to_tokens(token)
-        if self._byte_level and all(c in self._alphabet for c in text):
-            return bytes(self._alphabet[c] for c in text)
-        if text.startswith("<0x") and text.endswith(">") and len(text) == 6:  # SentencePiece byte fallback
-            return bytes([int(text[3:5], 16)])
-        if "▁" in text:  # SentencePiece word boundary
-            return text.replace("▁", " ").encode("utf-8")
-        return self.tokenizer.decode([token]).encode("utf-8")
+        return self._text.token_bytes(token)
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise NotImplementedError("this tokenizer has no chat template; pass a raw prompt")
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self._text.apply_chat_template(messages)
 
     def _forward(self, tokens: Sequence[int]) -> np.ndarray:
         torch = self._torch

@@ -43,18 +43,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = serve.add_argument_group("model")
-    g.add_argument(
-        "--backend",
-        choices=("llamacpp", "transformers"),
-        default="llamacpp",
-        help="llama.cpp (default) or Hugging Face transformers (extra: transformers)",
-    )
-    g.add_argument(
-        "--model",
-        type=cli._model_file,
-        metavar="PATH",
-        help="a .gguf file, or a local model directory with --backend transformers (default: SmolLM2)",
-    )
+    cli.add_model_arguments(g)
     g.add_argument(
         "--model-name",
         type=cli._non_empty,
