@@ -30,7 +30,9 @@ def server_url(smollm_path):
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
     # A model of its own: the tests' local provider must not share the server's KV cache.
-    with our_server(LlamacppProvider(load_llama(smollm_path, n_ctx=2048)), "smollm2") as url:
+    served = LlamacppProvider(load_llama(smollm_path, n_ctx=2048))
+    served.keep_snapshots(16)  # as `backtrack-sampler serve` does by default
+    with our_server(served, "smollm2") as url:
         yield url
 
 
@@ -96,3 +98,20 @@ def test_concurrent_generations_in_flight(remote):
         assert not isinstance(result, BaseException), result
         assert result.tokens and result.finish_reason in ("eos", "length")
         assert not banned_phrase_pattern(phrases).search(result.text), result.text
+
+
+def test_sequences_taking_turns_on_the_server_each_equal_the_local_greedy(remote, provider):
+    """Step mode with 4 sequences in flight: the server switches KV states at every request."""
+    from backtrack_sampler import BacktrackSampler
+    from backtrack_sampler.async_sampler import run_concurrently
+
+    remote.mode = "step"
+    topics = ["a lighthouse", "a lost key", "the first snow", "a night train"]
+    prompts = [remote.apply_chat_template([{"role": "user", "content": f"Write about {t}."}]) for t in topics]
+    results = run_concurrently(
+        lambda: BacktrackSampler(remote.spawn()), prompts, concurrency=4, max_new_tokens=16, temperature=0
+    )
+    for prompt, result in zip(prompts, results, strict=True):
+        assert not isinstance(result, BaseException), result
+        expected = BacktrackSampler(provider).generate_text(prompt, max_new_tokens=16, temperature=0)
+        assert result.tokens == expected.tokens, prompt

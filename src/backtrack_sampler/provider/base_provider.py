@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backtrack_sampler.core.sampling import SamplingParams
+from backtrack_sampler.provider.kv_snapshots import MIN_GAIN, KVSnapshots, common_prefix
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class BaseProvider(ABC):
         self._kv_tokens: list[int] = []
         self._prompt_memo: tuple[list[int], np.ndarray] | None = None
         self.positions_evaluated = 0
+        self.snapshots: KVSnapshots | None = None
 
     # -- what a backend implements -------------------------------------------------
     @property
@@ -87,6 +89,14 @@ class BaseProvider(ABC):
     @abstractmethod
     def _rewind(self, n_tokens: int) -> None:
         """Drop every KV position from ``n_tokens`` on."""
+
+    def _save_state(self) -> tuple[object, int] | None:
+        """The KV cache's state as a blob and its size in bytes; ``None``: this backend cannot save it."""
+        return None
+
+    def _load_state(self, blob: object, tokens: Sequence[int]) -> None:
+        """Replace the KV cache by a state ``_save_state`` returned while it held ``tokens``."""
+        raise NotImplementedError
 
     # -- shared behaviour -------------------------------------------------------------
     @property
@@ -150,11 +160,9 @@ class BaseProvider(ABC):
             raise ValueError("the prompt must hold at least one token")
         tokens = list(tokens)
         n = len(tokens)
-        common = 0
-        for cached, wanted in zip(self._kv_tokens, tokens, strict=False):
-            if cached != wanted:
-                break
-            common += 1
+        common = common_prefix(self._kv_tokens, tokens)
+        if self.snapshots is not None and common < n - 1:
+            common = self._switch_state(tokens, common)
         if common == n and self._prompt_memo is not None and self._prompt_memo[0] == tokens:
             self.rewind(n)
             return self._prompt_memo[1].copy()
@@ -162,3 +170,36 @@ class BaseProvider(ABC):
         logits = self.forward(tokens[self.n_past :])
         self._prompt_memo = (tokens, logits.copy())
         return logits
+
+    def keep_snapshots(self, max_count: int, max_bytes: int = 512 << 20) -> None:
+        """Save the KV state of up to ``max_count`` earlier sequences (``max_bytes`` in all).
+
+        A server whose clients take turns then restores a client's state
+        instead of re-evaluating its prefix. Raises ``NotImplementedError`` on a
+        backend that cannot save its state.
+        """
+        if type(self)._save_state is BaseProvider._save_state:
+            raise NotImplementedError(f"{type(self).__name__} cannot save its KV state")
+        self.snapshots = KVSnapshots(max_count, max_bytes)
+
+    def _switch_state(self, tokens: list[int], common: int) -> int:
+        """Save the live state if a long part of it is about to go; restore a saved one that fits better.
+
+        Returns the prefix of ``tokens`` the cache now holds.
+        """
+        assert self.snapshots is not None
+        held = len(self._kv_tokens)
+        if held - common >= MIN_GAIN and not self.snapshots.covers(self._kv_tokens):
+            saved = self._save_state()
+            if saved is not None:
+                self.snapshots.add(self._kv_tokens, *saved)
+        found = self.snapshots.best(tokens)
+        if found is None or found[1] < common + MIN_GAIN:
+            return common
+        snapshot, shared = found
+        self._load_state(snapshot.blob, snapshot.tokens)
+        self._kv_tokens = list(snapshot.tokens)
+        self._prompt_memo = None
+        self.snapshots.touch(snapshot)
+        self.snapshots.restores += 1
+        return shared

@@ -6,6 +6,7 @@ not needed), and a rewind is one call that drops KV cells: no re-prefill.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,3 +97,18 @@ class LlamacppProvider(BaseProvider):
             if n_tokens:
                 self.llm.eval(self._kv_tokens[:n_tokens])
         self.llm.n_tokens = n_tokens
+
+    def _save_state(self) -> tuple[object, int]:
+        ctx = self.llm.ctx
+        size = self._lib.llama_state_seq_get_size(ctx, 0)
+        blob = (ctypes.c_uint8 * size)()
+        written = self._lib.llama_state_seq_get_data(ctx, blob, size, 0)
+        return blob, int(written)
+
+    def _load_state(self, blob: object, tokens: Sequence[int]) -> None:
+        memory = self._lib.llama_get_memory(self.llm.ctx)
+        self._lib.llama_memory_clear(memory, True)
+        if not self._lib.llama_state_seq_set_data(self.llm.ctx, blob, len(blob), 0):  # type: ignore[arg-type]
+            raise RuntimeError("llama.cpp could not restore a saved KV state")
+        self.llm.n_tokens = len(tokens)
+        self.llm.input_ids[: len(tokens)] = tokens

@@ -85,3 +85,10 @@ class ScriptedProvider(BaseProvider):
 
     def _rewind(self, n_tokens: int) -> None:
         """Nothing to drop: the token list is the whole state."""
+
+    def _save_state(self) -> tuple[object, int]:
+        """The token list is the whole state; the base class restores it."""
+        return tuple(self._kv_tokens), 8 * len(self._kv_tokens)
+
+    def _load_state(self, blob: object, tokens: Sequence[int]) -> None:
+        """Nothing to load beyond the token list."""

@@ -104,6 +104,17 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="the largest logprobs / top_logprobs (default: 20)",
     )
+    g = serve.add_argument_group("performance")
+    g.add_argument(
+        "--saved-prefixes",
+        type=cli._int_at_least(0),
+        default=16,
+        metavar="N",
+        help=(
+            "keep the KV state of the N sequences served last, so a client continuing one skips its prefill "
+            "(llama.cpp; 0: off; default: 16)"
+        ),
+    )
     serve.set_defaults(handler=run_serve)
 
 
@@ -125,6 +136,11 @@ def run_serve(args: argparse.Namespace) -> int:
             f"the server needs FastAPI and uvicorn ({exc}); install them with: pip install 'backtrack_sampler[server]'"
         ) from None
     provider = cli.load_provider(args)
+    if args.saved_prefixes:
+        try:
+            provider.keep_snapshots(args.saved_prefixes)
+        except NotImplementedError:  # the transformers backend re-evaluates instead
+            pass
     name = args.model_name or _default_name(args.model)
     app = create_app(
         provider,
