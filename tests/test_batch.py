@@ -270,3 +270,17 @@ def test_batch_against_a_remote_engine_with_concurrency(tmp_path, smollm_path, c
         if "error" not in record:
             assert record["stats"]["tokens_emitted"] > 0 and not banned.search(record["text"])
     assert "[batch] 5/5 done" in capsys.readouterr().err
+
+
+def test_slop_files_and_bans_merge_later_sources_winning(tmp_path):
+    from backtrack_sampler import cli, default_slop_list
+
+    soft = next(p for p in default_slop_list() if p.factor > 0)
+    (tmp_path / "bans.txt").write_text("moonlight\n")
+    args = cli.build_parser().parse_args(
+        ["batch", "in.jsonl", "-o", "out.jsonl", "--slop", "--ban-file", str(tmp_path / "bans.txt"), "--ban", soft.text]
+    )
+    bans = {p.text: p.factor for p in cli.merged_bans(args)}
+    assert len(bans) == len(default_slop_list()) + 1
+    assert bans[soft.text] == 0 and bans["moonlight"] == 0  # --ban made the soft slop entry a hard ban
+    assert not cli.merged_bans(cli.build_parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl"]))

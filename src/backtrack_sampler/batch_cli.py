@@ -20,7 +20,7 @@ EXIT_FAILED = 1
 BATCH_EXAMPLES = f"""\
 examples:
   backtrack-sampler batch prompts.jsonl -o results.jsonl --max-tokens 200
-  backtrack-sampler batch prompts.jsonl -o results.jsonl --ban tapestry --ban-file slop.txt \\
+  backtrack-sampler batch prompts.jsonl -o results.jsonl --slop --ban tapestry --ban-file bans.txt \\
       --events-out pairs.jsonl
   backtrack-sampler batch prompts.jsonl -o results.jsonl --concurrency 16 \\
       --remote-url http://127.0.0.1:8000/v1 --remote-model smollm2 --tokenizer ./SmolLM2.gguf
@@ -103,6 +103,7 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
     g = batch.add_argument_group("bans for every line (added to each line's banned_strings)")
     g.add_argument("--ban", action="append", default=[], type=cli._non_empty, metavar="PHRASE", help="repeatable")
     g.add_argument("--ban-file", action="append", default=[], type=cli._ban_file, metavar="PATH", help="repeatable")
+    g.add_argument("--slop", action="store_true", help="the project's default English slop list (as generate --slop)")
     g.add_argument("--max-rewinds", type=cli._int_at_least(0), metavar="N", help="rewinds per generation")
     g.add_argument("--rewinds-per-position", type=cli._int_at_least(0), metavar="N", help="(default: 16)")
     batch.set_defaults(handler=run_batch_command)
@@ -163,7 +164,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from backtrack_sampler.core.budget import RewindBudget
 
     _check(args)
-    bans = [*args.ban, *(phrase for phrases in args.ban_file for phrase in phrases)]
+    bans = cli.merged_bans(args)
     defaults = BatchDefaults(
         max_tokens=args.max_tokens,
         temperature=args.temperature,

@@ -476,15 +476,19 @@ def _bans_given(args: argparse.Namespace) -> bool:
     return bool(args.ban or args.ban_file or args.ban_regex or args.slop)
 
 
-def _antislop(args: argparse.Namespace, provider: BaseProvider) -> AntiSlopStrategy:
-    # Later sources override earlier ones for the same phrase: slop list, then files, then --ban.
+def merged_bans(args: argparse.Namespace) -> list[BanPhrase]:
+    """``--slop``, ``--ban-file`` and ``--ban`` in one list; later sources override earlier ones for a phrase."""
     phrases: dict[str, BanPhrase] = {}
     sources = [default_slop_list() if args.slop else [], *(args.ban_file or []), [BanPhrase(b) for b in args.ban or []]]
     for source in sources:
         phrases.update((phrase.text, phrase) for phrase in source)
+    return list(phrases.values())
+
+
+def _antislop(args: argparse.Namespace, provider: BaseProvider) -> AntiSlopStrategy:
     return AntiSlopStrategy(
         provider,
-        list(phrases.values()),
+        merged_bans(args),
         ignore_case=not args.ban_case_sensitive,
         whole_words=not args.ban_substrings,
         regex=args.ban_regex or (),
