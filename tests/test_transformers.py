@@ -71,6 +71,27 @@ def test_tiny_rewind_replay_and_raw_logits(tiny, tiny_provider):
     np.testing.assert_array_equal(tiny_provider.prefill(prompt), first)
 
 
+def test_tiny_sequences_taking_turns_restore_their_saved_state(tiny, tiny_provider):
+    from backtrack_sampler.provider.transformers_provider import TransformersProvider
+
+    plain = TransformersProvider(*tiny)
+    tiny_provider.keep_snapshots(4)
+    a = tiny_provider.encode("The lighthouse keeper climbed the stairs every night, counting each step. " * 2)
+    b = tiny_provider.encode("A recipe for bread: flour, water, salt and yeast, left to rise for hours. " * 2)
+    tiny_provider.prefill(a)
+    tiny_provider.prefill(b)
+    evaluated = tiny_provider.positions_evaluated
+    a_more = [*a, *tiny_provider.encode(" He", add_bos=False)]
+    got = tiny_provider.prefill(a_more)
+    assert tiny_provider.snapshots.restores == 1 and len(tiny_provider.snapshots) == 2
+    assert tiny_provider.positions_evaluated - evaluated == len(a_more) - len(a)
+    np.testing.assert_allclose(got, plain.prefill(a_more), rtol=1e-4, atol=1e-4)
+    # The saved state of b survived the forwards on a's restored copy.
+    b_more = [*b, *tiny_provider.encode(" Then", add_bos=False)]
+    np.testing.assert_allclose(tiny_provider.prefill(b_more), plain.prefill(b_more), rtol=1e-4, atol=1e-4)
+    assert tiny_provider.snapshots.restores == 2
+
+
 def test_tiny_model_stops_on_either_eos(tiny, tiny_provider):
     class FavourEos(BaseStrategy):
         def __init__(self, eos):

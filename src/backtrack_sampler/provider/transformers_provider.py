@@ -6,6 +6,7 @@ processors), computed for one row only (``logits_to_keep=1``).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -95,3 +96,18 @@ class TransformersProvider(BaseProvider):
             self._cache = self._new_cache()
         else:  # a negative count removes that many positions (transformers 4 and 5 alike)
             self._cache.crop(n_tokens - len(self._kv_tokens))
+
+    def _save_state(self) -> tuple[object, int]:
+        with self._torch.inference_mode():
+            cache = copy.deepcopy(self._cache)
+        size = sum(
+            tensor.numel() * tensor.element_size()
+            for layer in getattr(cache, "layers", ())
+            for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None))
+            if isinstance(tensor, self._torch.Tensor)
+        )
+        return cache, max(size, 1)
+
+    def _load_state(self, blob: object, tokens: Sequence[int]) -> None:
+        with self._torch.inference_mode():  # a copy: the saved state must outlive the forwards that follow
+            self._cache = copy.deepcopy(blob)

@@ -112,7 +112,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help=(
             "keep the KV state of the N sequences served last, so a client continuing one skips its prefill "
-            "(llama.cpp; 0: off; default: 16)"
+            "(0: off; default: 16)"
         ),
     )
     serve.set_defaults(handler=run_serve)
@@ -137,10 +137,7 @@ def run_serve(args: argparse.Namespace) -> int:
         ) from None
     provider = cli.load_provider(args)
     if args.saved_prefixes:
-        try:
-            provider.keep_snapshots(args.saved_prefixes)
-        except NotImplementedError:  # the transformers backend re-evaluates instead
-            pass
+        provider.keep_snapshots(args.saved_prefixes)
     name = args.model_name or _default_name(args.model)
     app = create_app(
         provider,
