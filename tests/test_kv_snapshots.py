@@ -31,7 +31,9 @@ def test_the_oldest_go_first_when_count_or_bytes_run_out():
     store = KVSnapshots(2, max_bytes=25)
     store.add([1], "a", 10)
     store.add([2], "b", 10)
-    store.touch(store.best([1])[0])  # "a" is now the most recent
+    used = store.best([1])[0]
+    store.discard(used)
+    store.keep(used)  # "a" is now the most recent
     store.add([3], "c", 10)
     assert sorted(s.blob for s in store._items) == ["a", "c"]
     store.add([4], "d", 20)  # 30 bytes with "c": only "d" fits
@@ -115,3 +117,20 @@ def test_the_least_recently_used_sequence_is_prefilled_again():
     for prompt in (a, b, c, a + [1]):  # leaving c saves it and drops a, the oldest
         saving.prefill(prompt)
     assert saving.positions_evaluated == 3 * 40 + 41 and saving.snapshots.restores == 0
+
+
+class _RefusesStates(ScriptedProvider):
+    def _load_state(self, blob: object, tokens) -> None:
+        raise RuntimeError("refused")
+
+
+def test_a_state_the_backend_refuses_is_dropped_and_the_prompt_evaluated_in_full():
+    vocab = [*"abcdefghij", "<eos>"]
+    provider = _RefusesStates(vocab, lambda tokens: np.arange(len(vocab), dtype=float) * (len(tokens) % 3), 10)
+    provider.keep_snapshots(4)
+    a, b = [i % 10 for i in range(40)], [(i + 5) % 10 for i in range(40)]
+    provider.prefill(a)
+    provider.prefill(b)
+    np.testing.assert_array_equal(provider.prefill(a + [1]), provider.next_logits(a + [1]))
+    assert provider.positions_evaluated == 40 + 40 + 41 and provider.snapshots.restores == 0
+    assert not any(s.tokens == tuple(a) for s in provider.snapshots._items)

@@ -95,7 +95,10 @@ class BaseProvider(ABC):
         return None
 
     def _load_state(self, blob: object, tokens: Sequence[int]) -> None:
-        """Replace the KV cache by a state ``_save_state`` returned while it held ``tokens``."""
+        """Replace the KV cache by a state ``_save_state`` returned while it held ``tokens``.
+
+        Raises ``RuntimeError`` when the backend refuses the state, leaving its cache empty.
+        """
         raise NotImplementedError
 
     # -- shared behaviour -------------------------------------------------------------
@@ -197,9 +200,15 @@ class BaseProvider(ABC):
         if found is None or found[1] < common + MIN_GAIN:
             return common
         snapshot, shared = found
-        self._load_state(snapshot.blob, snapshot.tokens)
+        self.snapshots.discard(snapshot)
+        try:
+            self._load_state(snapshot.blob, snapshot.tokens)
+        except RuntimeError:  # the backend refused the state: its cache is now empty
+            self._kv_tokens = []
+            self._prompt_memo = None
+            return 0
+        self.snapshots.keep(snapshot)
         self._kv_tokens = list(snapshot.tokens)
         self._prompt_memo = None
-        self.snapshots.touch(snapshot)
         self.snapshots.restores += 1
         return shared

@@ -83,7 +83,10 @@ class KVSnapshots:
         if self.bytes > self.max_bytes:  # a single state larger than the budget
             self._items.clear()
 
-    def touch(self, snapshot: Snapshot) -> None:
-        """Mark a state as just used."""
+    def discard(self, snapshot: Snapshot) -> None:
+        """Forget a state."""
         self._items.remove(snapshot)
+
+    def keep(self, snapshot: Snapshot) -> None:
+        """Keep a state again, as the most recently used."""
         self._items.append(snapshot)

@@ -109,6 +109,8 @@ class LlamacppProvider(BaseProvider):
         memory = self._lib.llama_get_memory(self.llm.ctx)
         self._lib.llama_memory_clear(memory, True)
         if not self._lib.llama_state_seq_set_data(self.llm.ctx, blob, len(blob), 0):  # type: ignore[arg-type]
+            self._lib.llama_memory_clear(memory, True)
+            self.llm.n_tokens = 0
             raise RuntimeError("llama.cpp could not restore a saved KV state")
         self.llm.n_tokens = len(tokens)
         self.llm.input_ids[: len(tokens)] = tokens
