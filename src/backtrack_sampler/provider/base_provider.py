@@ -90,9 +90,9 @@ class BaseProvider(ABC):
     def _rewind(self, n_tokens: int) -> None:
         """Drop every KV position from ``n_tokens`` on."""
 
-    def _save_state(self) -> tuple[object, int] | None:
-        """The KV cache's state as a blob and its size in bytes; ``None``: this backend cannot save it."""
-        return None
+    def _save_state(self) -> tuple[object, int]:
+        """The KV cache's state as a blob and its size in bytes (a backend that can save it overrides this)."""
+        raise NotImplementedError
 
     def _load_state(self, blob: object, tokens: Sequence[int]) -> None:
         """Replace the KV cache by a state ``_save_state`` returned while it held ``tokens``.
@@ -193,22 +193,19 @@ class BaseProvider(ABC):
         assert self.snapshots is not None
         held = len(self._kv_tokens)
         if held - common >= MIN_GAIN and not self.snapshots.covers(self._kv_tokens):
-            saved = self._save_state()
-            if saved is not None:
-                self.snapshots.add(self._kv_tokens, *saved)
+            self.snapshots.add(self._kv_tokens, *self._save_state())
         found = self.snapshots.best(tokens)
         if found is None or found[1] < common + MIN_GAIN:
             return common
         snapshot, shared = found
         self.snapshots.discard(snapshot)
+        self._prompt_memo = None
         try:
             self._load_state(snapshot.blob, snapshot.tokens)
         except RuntimeError:  # the backend refused the state: its cache is now empty
             self._kv_tokens = []
-            self._prompt_memo = None
             return 0
         self.snapshots.keep(snapshot)
         self._kv_tokens = list(snapshot.tokens)
-        self._prompt_memo = None
         self.snapshots.restores += 1
         return shared

@@ -71,7 +71,8 @@ class KVSnapshots:
 
     def covers(self, tokens: Sequence[int]) -> bool:
         """Whether a kept state already holds ``tokens`` (or more after them)."""
-        return any(len(s.tokens) >= len(tokens) and s.tokens[: len(tokens)] == tuple(tokens) for s in self._items)
+        wanted = tuple(tokens)
+        return any(s.tokens[: len(wanted)] == wanted for s in self._items)
 
     def add(self, tokens: Sequence[int], blob: Any, size: int) -> None:
         """Keep a state; states whose tokens it extends are dropped, then the oldest beyond the bounds."""
