@@ -18,6 +18,7 @@ from backtrack_sampler import (
     RewindBudget,
     RewindEvent,
     RewindRefusedEvent,
+    SamplingParams,
     Stop,
     TextEvent,
 )
@@ -114,6 +115,28 @@ def test_same_seed_same_output_and_seeds_matter():
 
     assert sample(7) == sample(7)
     assert len({sample(s) for s in range(5)}) > 1
+
+
+def test_one_sampling_params_object_equals_the_keyword_arguments():
+    def run(**kwargs):
+        provider = random_provider(RICH, seed=0, scale=0.5)
+        return BacktrackSampler(provider).generate_text("a", **kwargs).tokens
+
+    params = SamplingParams(temperature=0.8, top_k=5, top_p=0.9, seed=3, max_new_tokens=20)
+    by_keywords = run(temperature=0.8, top_k=5, top_p=0.9, seed=3, max_new_tokens=20)
+    assert run(params=params) == by_keywords
+    assert len(by_keywords) == 20
+    # keywords override the object's fields
+    assert run(params=SamplingParams(seed=99, max_new_tokens=5), seed=3, max_new_tokens=20, top_k=5,
+               temperature=0.8, top_p=0.9) == by_keywords
+
+
+def test_unknown_sampling_keywords_and_wrong_params_types_raise():
+    sampler = BacktrackSampler(ranked_provider())
+    with pytest.raises(TypeError, match="'temprature'"):
+        sampler.stream("a", max_new_tokens=3, temprature=0.5)
+    with pytest.raises(TypeError, match="params must be a SamplingParams, got dict"):
+        sampler.stream("a", {"max_new_tokens": 3})
 
 
 @pytest.mark.parametrize(

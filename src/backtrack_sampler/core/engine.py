@@ -40,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,18 +107,25 @@ class BacktrackSampler:
         self.strategy = strategy
         self.budget = budget or RewindBudget()
 
-    def generate(self, prompt: str | Sequence[int], **kwargs) -> Iterator[int]:
+    def generate(
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None, **overrides: Any
+    ) -> Iterator[int]:
         """Yield generated token ids, each only once no strategy can rewind it.
 
         Takes the arguments of ``stream``. EOS is not yielded.
         """
-        events = self.stream(prompt, **kwargs)
+        events = self.stream(prompt, params, **overrides)
         return (t for event in events if isinstance(event, TextEvent) for t in event.tokens)
 
-    def generate_text(self, prompt: str | Sequence[int], **kwargs) -> GenerationResult:
-        """Run a whole generation; return the final text, tokens, finish reason and stats."""
+    def generate_text(
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None, **overrides: Any
+    ) -> GenerationResult:
+        """Run a whole generation; return the final text, tokens, finish reason and stats.
+
+        Takes the arguments of ``stream``.
+        """
         rewinds, refusals = [], []
-        for event in self.stream(prompt, **kwargs):
+        for event in self.stream(prompt, params, **overrides):
             if isinstance(event, RewindEvent):
                 rewinds.append(event)
             elif isinstance(event, RewindRefusedEvent):
@@ -129,36 +137,23 @@ class BacktrackSampler:
         raise AssertionError("a stream always ends with a FinishEvent")  # pragma: no cover
 
     def stream(
-        self,
-        prompt: str | Sequence[int],
-        max_length: int | None = None,
-        max_new_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_k: int = 50,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        seed: int | None = None,
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None, **overrides: Any
     ) -> Iterator[Event]:
         """Yield the typed events of one generation, ending with a ``FinishEvent``.
 
         Args:
             prompt: text (special tokens written as text are parsed) or token ids.
-            max_length: the most tokens, prompt included.
-            max_new_tokens: the most generated tokens.
-            temperature: 0 means greedy.
-            top_k: keep the k most likely tokens (0 disables).
-            top_p: nucleus mass in (0, 1].
-            min_p: drop tokens below min_p times the best probability.
-            seed: makes the run reproducible.
+            params: how to sample and how long to run (``SamplingParams``).
+            **overrides: ``SamplingParams`` fields given one by one, as in
+                ``stream(prompt, max_new_tokens=64, temperature=0.7, seed=1)``;
+                they override ``params``.
 
         Arguments are checked here, before the first event.
         """
-        params = SamplingParams(temperature, top_k, top_p, min_p)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        params = SamplingParams.of(params, **overrides)
         prompt_tokens = self._prompt_tokens(prompt)
-        limit = self._new_token_limit(len(prompt_tokens), max_length, max_new_tokens)
-        run = _Generation(self, prompt_tokens, limit, params, np.random.default_rng(seed))
+        limit = self._new_token_limit(len(prompt_tokens), params.max_length, params.max_new_tokens)
+        run = _Generation(self, prompt_tokens, limit, params, np.random.default_rng(params.seed))
         return run.events()
 
     def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
@@ -179,9 +174,6 @@ class BacktrackSampler:
 
     def _new_token_limit(self, n_prompt: int, max_length: int | None, max_new_tokens: int | None) -> int:
         limits = []
-        for name, value in (("max_length", max_length), ("max_new_tokens", max_new_tokens)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if max_new_tokens is not None:
             limits.append(max_new_tokens)
         if max_length is not None:

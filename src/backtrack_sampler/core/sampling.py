@@ -12,34 +12,66 @@ The pipeline, in the order the code runs it:
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from backtrack_sampler.core.checks import check_int, check_number, check_optional_int, check_optional_number
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings, validated once at the door."""
+    """How one generation samples and how long it may run, validated once at the door.
+
+    Every front end (the library's ``stream``, the CLI, batch lines, the
+    server) builds one of these; nothing downstream checks the values again.
+
+    Args:
+        temperature: 0 means greedy.
+        top_k: keep the k most likely tokens (0 disables it).
+        top_p: nucleus mass in (0, 1] (``None``: off).
+        min_p: drop tokens below min_p times the best probability, in [0, 1).
+        seed: makes the run reproducible (``None``: a fresh seed).
+        max_new_tokens: the most generated tokens.
+        max_length: the most tokens, prompt included.
+    """
 
     temperature: float = 1.0
     top_k: int = 50
     top_p: float | None = None
     min_p: float | None = None
+    seed: int | None = None
+    max_new_tokens: int | None = None
+    max_length: int | None = None
 
     def __post_init__(self) -> None:
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ValueError(f"temperature must be a finite number >= 0, got {t!r}")
-        k = self.top_k
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {k!r}")
-        p = self.top_p
-        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {p!r}")
-        m = self.min_p
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1):
-            raise ValueError(f"min_p must be in [0, 1), got {m!r}")
+        check_number("temperature", self.temperature, low=0)
+        check_int("top_k", self.top_k, hint=" (0 disables it)")
+        check_optional_number("top_p", self.top_p, 0, 1, low_open=True)
+        check_optional_number("min_p", self.min_p, 0, 1, high_open=True)
+        check_optional_int("seed", self.seed)
+        check_optional_int("max_new_tokens", self.max_new_tokens)
+        check_optional_int("max_length", self.max_length)
+
+    @classmethod
+    def of(cls, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
+        """``params`` (default: ``SamplingParams()``) with ``overrides`` applied, checked.
+
+        Raises ``TypeError`` for a keyword that is not a field.
+        """
+        if params is not None and not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+        unknown = sorted(set(overrides) - _FIELDS)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r}; sampling takes {', '.join(sorted(_FIELDS))}")
+        if params is None:
+            return cls(**overrides)
+        return dataclasses.replace(params, **overrides) if overrides else params
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
