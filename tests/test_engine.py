@@ -127,8 +127,17 @@ def test_one_sampling_params_object_equals_the_keyword_arguments():
     assert run(params=params) == by_keywords
     assert len(by_keywords) == 20
     # keywords override the object's fields
-    assert run(params=SamplingParams(seed=99, max_new_tokens=5), seed=3, max_new_tokens=20, top_k=5,
-               temperature=0.8, top_p=0.9) == by_keywords
+    assert (
+        run(
+            params=SamplingParams(seed=99, max_new_tokens=5),
+            seed=3,
+            max_new_tokens=20,
+            top_k=5,
+            temperature=0.8,
+            top_p=0.9,
+        )
+        == by_keywords
+    )
 
 
 def test_unknown_sampling_keywords_and_wrong_params_types_raise():

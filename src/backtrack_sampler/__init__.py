@@ -4,6 +4,7 @@ Importing this package imports neither torch, transformers nor llama_cpp:
 each provider imports its backend when it is constructed.
 """
 
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import Continue, Decision, Rewind, Stop
@@ -20,7 +21,6 @@ from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.strategy.adaptive_temperature_strategy import AdaptiveTemperatureStrategy
 from backtrack_sampler.strategy.antislop_strategy import AntiSlopStrategy
 from backtrack_sampler.strategy.ban_rules import BanPhrase, BanRegex, load_ban_list
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
 from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 from backtrack_sampler.strategy.creative_writing_strategy import CreativeWritingStrategy
 from backtrack_sampler.strategy.debug_strategy import DebugStrategy

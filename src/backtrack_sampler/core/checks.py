@@ -68,9 +68,7 @@ def check_optional_number(
     return None if value is None else check_number(name, value, low, high, low_open, high_open)
 
 
-def describe_interval(
-    low: float | None, high: float | None, low_open: bool = False, high_open: bool = False
-) -> str:
+def describe_interval(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
     """How an interval reads in a message: ``in (0, 1]``, ``a finite number >= 0``, ``a finite number``."""
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"

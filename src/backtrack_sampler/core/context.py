@@ -10,7 +10,7 @@ import numpy as np
 from backtrack_sampler.core.token_text import TokenText
 
 if TYPE_CHECKING:
-    from backtrack_sampler.provider.base_provider import BaseProvider
+    from backtrack_sampler.core.base_provider import BaseProvider
 
 
 class GenerationContext:

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from backtrack_sampler.core.base_provider import BaseProvider, GenerationSetup
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import Continue, Rewind, Stop
@@ -61,8 +63,6 @@ from backtrack_sampler.core.events import (
 from backtrack_sampler.core.sampling import SamplingParams, sample_token
 from backtrack_sampler.core.text_units import previous_word_start, sentence_start
 from backtrack_sampler.core.token_text import TokenText
-from backtrack_sampler.provider.base_provider import BaseProvider, GenerationSetup
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
 
 @dataclass(frozen=True)

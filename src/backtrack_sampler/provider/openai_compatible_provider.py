@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from backtrack_sampler.provider.base_provider import BaseProvider, GenerationSetup
+from backtrack_sampler.core.base_provider import BaseProvider, GenerationSetup
 from backtrack_sampler.provider.remote_tokenizer import Tokenizer, load_tokenizer
 
 Mode = Literal["auto", "step", "chunk"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.core.base_provider import BaseProvider
 from backtrack_sampler.provider.hf_tokenizer import HFTokenizer
 
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.sampling import softmax
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
 DEFAULT_POLY_COEFFS = (-0.037, 0.481, -2.3, 4.917, -1.791)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
-from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.core.vocabulary import Vocabulary
 from backtrack_sampler.strategy.ban_rules import MAX_PATTERN_LENGTH, BanPhrase, BanRegex, as_patterns, as_phrases
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
 from backtrack_sampler.strategy.phrase_tracker import PhraseMatch, PhraseTracker
 from backtrack_sampler.strategy.regex_tracker import RegexTracker
 
@@ -61,7 +61,7 @@ class AntiSlopStrategy(BaseStrategy):
 
     def __init__(
         self,
-        provider: BaseProvider,
+        provider: Vocabulary,
         slops: Iterable[str | tuple[str, float] | BanPhrase],
         ignore_case: bool = True,
         whole_words: bool = True,

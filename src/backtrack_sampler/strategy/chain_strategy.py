@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind, Stop
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
 
 class ChainStrategy(BaseStrategy):

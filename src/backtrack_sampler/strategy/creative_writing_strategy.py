@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.core.sampling import softmax
-from backtrack_sampler.provider.base_provider import BaseProvider
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
+from backtrack_sampler.core.vocabulary import Vocabulary
 
 
 class CreativeWritingStrategy(BaseStrategy):
@@ -33,7 +33,7 @@ class CreativeWritingStrategy(BaseStrategy):
 
     def __init__(
         self,
-        provider: BaseProvider,
+        provider: Vocabulary,
         top_p_flat: float = 0.65,
         top_k_threshold_flat: int = 9,
         eos_penalty: float = 0.8,

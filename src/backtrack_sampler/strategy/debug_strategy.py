@@ -7,11 +7,11 @@ from typing import TextIO
 
 import numpy as np
 
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision
 from backtrack_sampler.core.sampling import softmax
-from backtrack_sampler.provider.base_provider import BaseProvider
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
+from backtrack_sampler.core.vocabulary import Vocabulary
 
 
 class DebugStrategy(BaseStrategy):
@@ -25,7 +25,7 @@ class DebugStrategy(BaseStrategy):
 
     needs_full_logits = True
 
-    def __init__(self, provider: BaseProvider, top_k: int = 5, out: TextIO | None = None) -> None:
+    def __init__(self, provider: Vocabulary, top_k: int = 5, out: TextIO | None = None) -> None:
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
         self.provider = provider

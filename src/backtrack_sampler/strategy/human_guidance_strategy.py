@@ -8,11 +8,11 @@ from typing import TextIO
 
 import numpy as np
 
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.core.sampling import softmax
-from backtrack_sampler.provider.base_provider import BaseProvider
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
+from backtrack_sampler.core.vocabulary import Vocabulary
 
 
 class HumanGuidanceStrategy(BaseStrategy):
@@ -36,7 +36,7 @@ class HumanGuidanceStrategy(BaseStrategy):
 
     def __init__(
         self,
-        provider: BaseProvider,
+        provider: Vocabulary,
         top_k: int = 3,
         min_autopass: float = 1.0,
         max_back: int = 8,

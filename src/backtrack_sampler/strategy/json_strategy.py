@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from backtrack_sampler.core.base_provider import BaseProvider
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind, Stop
-from backtrack_sampler.provider.base_provider import BaseProvider
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
 from backtrack_sampler.strategy.json_prefix import (
     DONE,
     IN_STRING,

@@ -29,11 +29,11 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.core.vocabulary import Vocabulary
 from backtrack_sampler.strategy.json_prefix import STRING, JsonState, advance, can_end, step
 
 _STRING_SAFE = re.compile(r'[^"\\\x00-\x1f]*')
-_BY_PROVIDER: weakref.WeakKeyDictionary[BaseProvider, JsonTokenMask] = weakref.WeakKeyDictionary()
+_BY_PROVIDER: weakref.WeakKeyDictionary[Vocabulary, JsonTokenMask] = weakref.WeakKeyDictionary()
 _BY_PROVIDER_LOCK = threading.Lock()
 
 
@@ -72,7 +72,7 @@ class JsonTokenMask:
         self._lock = threading.Lock()  # generations in several threads may share one mask cache
 
     @classmethod
-    def for_provider(cls, provider: BaseProvider) -> JsonTokenMask:
+    def for_provider(cls, provider: Vocabulary) -> JsonTokenMask:
         """The mask cache of ``provider``'s vocabulary, built on first use and shared while the provider lives."""
         with _BY_PROVIDER_LOCK:
             mask = _BY_PROVIDER.get(provider)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
-from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.core.vocabulary import Vocabulary
 from backtrack_sampler.strategy.ban_rules import BanPhrase
-from backtrack_sampler.strategy.base_strategy import BaseStrategy
 from backtrack_sampler.strategy.phrase_tracker import PhraseTracker
 
 
@@ -26,7 +26,7 @@ class ReplaceStrategy(BaseStrategy):
 
     def __init__(
         self,
-        provider: BaseProvider,
+        provider: Vocabulary,
         find: Sequence[str],
         replace: str,
         max_replacements: int = 1,
