@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, CreativeWritingStrategy
-from backtrack_sampler.provider.openai_compatible_provider import OpenAICompatibleProvider, RemoteError
+from backtrack_sampler.provider.remote import OpenAICompatibleProvider, RemoteError
 from scripted import EOS, check_stream, text_provider
 
 VOCAB = [EOS, "a", "b", "c", "d", " ", "."]
@@ -109,7 +109,12 @@ class FakeEngine:
 def remote(engine: FakeEngine, **kwargs) -> OpenAICompatibleProvider:
     client = httpx.Client(transport=httpx.MockTransport(engine.handler), base_url="http://fake")
     kwargs.setdefault("max_retries", 0)
+    kwargs.setdefault("sleep", no_sleep)
     return OpenAICompatibleProvider("http://fake/v1", "fake", tokenizer=local_model(), client=client, **kwargs)
+
+
+def no_sleep(seconds: float) -> None:
+    raise AssertionError(f"a test must not wait ({seconds} s): pass sleep=")
 
 
 def generate(provider, strategy=None, **kwargs):
@@ -227,8 +232,10 @@ def test_context_length_comes_from_the_server_and_bounds_the_chunks():
 
 def test_transient_failures_are_retried():
     engine = FakeEngine(fail_first=2)
-    got = generate(remote(engine, max_retries=2, mode="step"))
+    waits = []
+    got = generate(remote(engine, max_retries=2, mode="step", sleep=waits.append))
     assert got.text == generate(local_model()).text
+    assert waits == [0.5, 1.0]  # twice as long before each retry
 
 
 def test_a_broken_stream_is_asked_again_from_the_prefix():
@@ -308,7 +315,7 @@ def test_the_gguf_and_hf_tokenizers_of_the_embedded_model_agree(smollm_path):
     pytest.importorskip("transformers", reason="transformers is not installed (extra: transformers)")
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra: llamacpp)")
     from backtrack_sampler.models import embedded_hf_dir
-    from backtrack_sampler.provider.remote_tokenizer import load_tokenizer
+    from backtrack_sampler.provider.remote.tokenizer import load_tokenizer
 
     gguf, hf = load_tokenizer(smollm_path), load_tokenizer(embedded_hf_dir())
     assert gguf.vocab_size == hf.vocab_size == 49152
@@ -331,6 +338,7 @@ def test_remote_and_batch_modules_import_no_backend():
     code = (
         "import sys\n"
         "import backtrack_sampler.provider.openai_compatible_provider, backtrack_sampler.async_sampler\n"
+        "import backtrack_sampler.provider.remote, backtrack_sampler.provider.remote_tokenizer\n"
         "import backtrack_sampler.batch, backtrack_sampler.batch_cli, backtrack_sampler.cli\n"
         "backtrack_sampler.cli.build_parser()\n"
         "heavy = ('torch', 'transformers', 'llama_cpp', 'httpx', 'fastapi', 'uvicorn')\n"

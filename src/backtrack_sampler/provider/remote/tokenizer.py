@@ -1,4 +1,4 @@
-"""The local tokenizer of a remote model: token ids go over the wire, text is made here.
+"""The local tokenizer of a remote model (``load_tokenizer``): token ids go over the wire, text is made here.
 
 A provider that talks to an engine over HTTP sends token ids (never text the
 server would re-tokenize, which moves token boundaries), so it needs the
