@@ -144,13 +144,24 @@ def make_ctx(provider: ScriptedProvider, tokens: Sequence[int] = (), prompt: Seq
     return GenerationContext(provider, list(prompt), held, text, {})
 
 
+def growing_ctx(provider: ScriptedProvider, prompt: Sequence[int] = (1,)):
+    """An empty GenerationContext and a function that appends a token to it, as the engine does; (ctx, append)."""
+    text = TokenText(provider.token_bytes)
+    held: list[int] = []
+
+    def append(token: int) -> None:
+        held.append(token)
+        text.append(token)
+
+    return GenerationContext(provider, list(prompt), held, text, {}), append
+
+
 def feed(strategy: BaseStrategy, provider: ScriptedProvider, tokens: Sequence[int]):
     """Append ``tokens`` one by one to a fresh context, calling ``on_token`` after each; (ctx, decisions)."""
     strategy.reset()
-    ctx = make_ctx(provider)
+    ctx, append = growing_ctx(provider)
     decisions = []
     for token in tokens:
-        ctx.tokens.append(token)
-        ctx._text.append(token)
+        append(token)
         decisions.append(strategy.on_token(ctx, token))
     return ctx, decisions

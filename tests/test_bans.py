@@ -23,7 +23,7 @@ from backtrack_sampler import (
     load_ban_list,
 )
 from backtrack_sampler.strategy.phrase_automaton import PhraseAutomaton
-from scripted import EOS, Scripted, ids, make_ctx, of, run, text_provider
+from scripted import EOS, Scripted, growing_ctx, ids, of, run, text_provider
 
 # -- every tokenization, many seeds ---------------------------------------------------------------
 
@@ -92,11 +92,10 @@ def decisions_for(strategy, *pieces, prompt="."):
     """Feed ``pieces`` of WORDS one by one after ``prompt``; (ctx, the strategy's decision after each)."""
     provider = text_provider(WORDS, lambda text: {})
     strategy.reset()
-    ctx = make_ctx(provider, prompt=ids(provider, prompt))
+    ctx, append = growing_ctx(provider, prompt=ids(provider, prompt))
     decisions = []
     for token in ids(provider, *pieces):
-        ctx.tokens.append(token)
-        ctx._text.append(token)
+        append(token)
         decisions.append(strategy.on_token(ctx, token))
     return ctx, decisions
 

@@ -38,8 +38,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ import numpy as np
 from backtrack_sampler.core.base_provider import BaseProvider, GenerationSetup
 from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.budget import RewindBudget
-from backtrack_sampler.core.context import GenerationContext
+from backtrack_sampler.core.context import GenerationContext, Progress
 from backtrack_sampler.core.decisions import Continue, Rewind, Stop
 from backtrack_sampler.core.events import (
     Escalation,
@@ -191,8 +191,33 @@ class BacktrackSampler:
         return min(limits)
 
 
+@dataclass
+class _Position:
+    """What the engine knows about one generated position while the tokens before it stay the same."""
+
+    logits: np.ndarray | None = None  # raw logits, shape (vocab,); dropped once the position is emitted
+    bans: set[int] = field(default_factory=set)
+    penalties: dict[int, float] = field(default_factory=dict)  # token -> log of the factor
+    bans_match: bool = False  # a rewind of matched text banned tokens here: the retry ladder may climb
+    rewinds: int = 0
+
+
+@dataclass(frozen=True)
+class _Finish:
+    reason: FinishReason
+    detail: str = ""
+
+
+_KEEP = "keep"  # the token stays: emit what is ready and go on
+_AGAIN = "again"  # the token was rewound: sample again
+
+
 class _Generation:
-    """The state of one generation; created fresh by every ``stream`` call."""
+    """The state of one generation; created fresh by every ``stream`` call.
+
+    ``positions[p]`` holds what depends on the tokens before position ``p``;
+    there is always one more record than tokens (the next position's).
+    """
 
     def __init__(
         self,
@@ -206,76 +231,56 @@ class _Generation:
         self.prompt, self.limit, self.params, self.rng = prompt, limit, params, rng
         self.tokens: list[int] = []
         self.text = TokenText(self.provider.token_bytes)
-        self.raw_logits: dict[int, np.ndarray] = {}  # position -> logits, for positions not yet emitted
-        self.bans: dict[int, set[int]] = {}
-        self.penalties: dict[int, dict[int, float]] = {}  # position -> token -> log of the factor
-        self.match_bans: set[int] = set()  # positions where a rewind of matched text banned tokens
-        self.rewinds_at: dict[int, int] = {}
+        self.positions: list[_Position] = [_Position()]
         self.forced: deque[int] = deque()
         self.kv_valid = 0  # leading positions of the provider's cache that match prompt + tokens
         self.rewind_limit = self.budget.generation_limit(limit)
         self.n_rewinds = self.n_rewound = self.n_refused = self.n_evaluated = 0
-        self.ctx = GenerationContext(self.provider, prompt, self.tokens, self.text, self.raw_logits)
-        self.ctx.max_new_tokens = limit
+        self.progress = Progress(max_new_tokens=limit)
+        self.ctx = GenerationContext(self.provider, prompt, self.tokens, self.text, self._kept_logits, self.progress)
         self.remote_sampling = self.provider.proposes_tokens and not self.strategy.adjusts_logits
         self._tail = ""  # U+FFFD for bytes of an unfinished character at the very end
 
     def events(self) -> Iterator[Event]:
         started = time.perf_counter()
-        self.strategy.reset()
-        setup = GenerationSetup(self.params, self.rng, self.remote_sampling, len(self.prompt) + self.limit)
-        self.provider.begin_generation(setup)
-        self.raw_logits[0] = self.provider.prefill(self.prompt)
-        self.kv_valid = len(self.prompt)
-        reason: FinishReason = "length"
-        detail = ""
-        eos = self.provider.eos_token_ids
-        max_evaluated = self.budget.max_positions_evaluated
-        while True:
-            position = len(self.tokens)
-            if position >= self.limit:
-                reason = "length"
-                break
-            if max_evaluated is not None and self.n_evaluated >= max_evaluated:
-                reason, detail = "budget", f"evaluated {self.n_evaluated} positions"
-                break
-            if self.forced:
-                token = self.forced.popleft()
-                self.ctx.forced = True
-            else:
-                self.ctx.forced = False
-                token = self._choose(position, self._logits_at(position))
-                if token is None:  # every token is banned or masked here
-                    event = self._dead_end(position)
-                    yield event
-                    if isinstance(event, RewindEvent):
-                        continue
-                    token = self._choose(position, self._logits_at(position), with_bans=False)
-            self.tokens.append(token)
-            self.text.append(token)
-            decision = self.strategy.on_token(self.ctx, token)
-            if isinstance(decision, Rewind):
-                event = self._rewind(decision)
-                yield event
-                if isinstance(event, RewindEvent):
-                    continue
-            elif isinstance(decision, Stop):
-                if not decision.keep_token:
-                    self._truncate(len(self.tokens) - 1)
-                reason, detail = "stop", decision.reason
-                break
-            elif not isinstance(decision, Continue):
-                raise TypeError(f"{self.strategy.name}.on_token must return Continue, Rewind or Stop, got {decision!r}")
-            if token in eos:
-                self._truncate(len(self.tokens) - 1)
-                reason = "eos"
-                break
-            emitted = self._emit(self.strategy.commit_boundary(self.ctx, len(self.tokens)))
-            if emitted is not None:
-                yield emitted
+        self._begin()
+        finish = self._limit_reached()
+        while finish is None:
+            # 1-2: the next token, forced or sampled (a dead end climbs the retry ladder instead)
+            token = yield from self._next_token()
+            if token is not None:
+                # 3-4: append it and carry out the strategy's decision
+                outcome = yield from self._decide(token)
+                if isinstance(outcome, _Finish):
+                    finish = outcome
+                    break
+                if outcome == _KEEP:
+                    # 5: emit what the strategy can no longer rewind
+                    emitted = self._emit(self.strategy.commit_boundary(self.ctx, len(self.tokens)))
+                    if emitted is not None:
+                        yield emitted
+            finish = self._limit_reached()
         final = self._emit(len(self.tokens), final=True)
         if final is not None:
             yield final
+        yield self._finish_event(finish, time.perf_counter() - started)
+
+    def _begin(self) -> None:
+        self.strategy.reset()
+        setup = GenerationSetup(self.params, self.rng, self.remote_sampling, len(self.prompt) + self.limit)
+        self.provider.begin_generation(setup)
+        self.positions[0].logits = self.provider.prefill(self.prompt)
+        self.kv_valid = len(self.prompt)
+
+    def _limit_reached(self) -> _Finish | None:
+        if len(self.tokens) >= self.limit:
+            return _Finish("length")
+        cap = self.budget.max_positions_evaluated
+        if cap is not None and self.n_evaluated >= cap:
+            return _Finish("budget", f"evaluated {self.n_evaluated} positions")
+        return None
+
+    def _finish_event(self, finish: _Finish, elapsed: float) -> FinishEvent:
         stats = GenerationStats(
             prompt_tokens=len(self.prompt),
             tokens_emitted=len(self.tokens),
@@ -283,13 +288,32 @@ class _Generation:
             rewinds=self.n_rewinds,
             tokens_rewound=self.n_rewound,
             rewinds_refused=self.n_refused,
-            elapsed_s=time.perf_counter() - started,
+            elapsed_s=elapsed,
         )
-        yield FinishEvent(reason, self.full_text, tuple(self.tokens), stats, detail)
+        return FinishEvent(finish.reason, self.full_text, tuple(self.tokens), stats, finish.detail)
 
-    # -- step 1: logits ---------------------------------------------------------------
+    def _kept_logits(self, position: int) -> np.ndarray | None:
+        """The raw logits of ``position`` while they are kept (for ``GenerationContext.logprob``)."""
+        return self.positions[position].logits if 0 <= position < len(self.positions) else None
+
+    # -- steps 1-2: the next token ---------------------------------------------------------
+    def _next_token(self) -> Generator[Event, None, int | None]:
+        """The token for the next position; ``None`` when a dead end rewound instead (the event is yielded)."""
+        position = len(self.tokens)
+        self.progress.forced = bool(self.forced)
+        if self.forced:
+            return self.forced.popleft()
+        token = self._choose(position, self._logits_at(position))
+        if token is None:  # every token is banned or masked here
+            event = self._dead_end(position)
+            yield event
+            if isinstance(event, RewindEvent):
+                return None
+            token = self._choose(position, self._logits_at(position), with_bans=False)
+        return token
+
     def _logits_at(self, position: int) -> np.ndarray:
-        logits = self.raw_logits.get(position)
+        logits = self.positions[position].logits
         if logits is not None:
             return logits
         n_prompt = len(self.prompt)
@@ -304,24 +328,23 @@ class _Generation:
         logits = self.provider.forward(chunk)
         self.n_evaluated += target - max(start, n_prompt)
         self.kv_valid = target
-        self.raw_logits[position] = logits
+        self.positions[position].logits = logits
         return logits
 
-    # -- step 2: sampling -------------------------------------------------------------
     def _choose(self, position: int, raw: np.ndarray, with_bans: bool = True) -> int | None:
         """Sample the token at ``position``; ``None`` when the bans and masks leave none."""
         if not with_bans:  # the ladder had no rung left: sample as if nothing were banned
             logits = self.strategy.adjust_logits(self.ctx, raw.copy())
             return sample_token(logits if np.max(logits) > -np.inf else raw, self.params, self.rng)
-        if self.remote_sampling and position not in self.penalties:
-            proposed = self.provider.propose(self.prompt + self.tokens, self.bans.get(position, frozenset()))
+        here = self.positions[position]
+        if self.remote_sampling and not here.penalties:
+            proposed = self.provider.propose(self.prompt + self.tokens, here.bans)
             if proposed is not None:
                 return proposed
         logits = self.strategy.adjust_logits(self.ctx, raw.copy())
-        banned = self.bans.get(position)
-        if banned:
-            logits[list(banned)] = -np.inf
-        for token, log_factor in self.penalties.get(position, {}).items():
+        if here.bans:
+            logits[list(here.bans)] = -np.inf
+        for token, log_factor in here.penalties.items():
             logits[token] += log_factor
         if not np.max(logits) > -np.inf:
             return None
@@ -330,18 +353,40 @@ class _Generation:
     def _dead_end(self, position: int) -> RewindEvent | RewindRefusedEvent:
         """No token is acceptable at ``position``: rewind further back (4b), or say it is sampled without bans."""
         name = self.strategy.name
-        climb = position in self.match_bans and self.n_rewinds < self.rewind_limit
-        rung = self._ladder(position, None) if climb else None
+        bans_match = self.positions[position].bans_match
+        rung = self._ladder(position, None) if bans_match and self.n_rewinds < self.rewind_limit else None
         if rung is not None:
             target, token, escalation = rung
             reason = f"every token at position {position} is banned or masked"
             return self._carry_out(Rewind(target, ban=(token,), reason=reason, match_end=target), name, escalation)
         self.n_refused += 1
-        ladder = " and the retry ladder has no rung left" if position in self.match_bans else ""
+        ladder = " and the retry ladder has no rung left" if bans_match else ""
         message = f"every token at position {position} is banned or masked{ladder}; sampling without the bans"
         return RewindRefusedEvent(position, "all_banned", "", name, message)
 
-    # -- step 4: rewinding --------------------------------------------------------------
+    # -- steps 3-4: the strategy decides -------------------------------------------------------
+    def _decide(self, token: int) -> Generator[Event, None, _Finish | str]:
+        """Append ``token``, ask the strategy, carry out its answer: ``_KEEP``, ``_AGAIN`` or a ``_Finish``."""
+        self.tokens.append(token)
+        self.text.append(token)
+        self.positions.append(_Position())
+        decision = self.strategy.on_token(self.ctx, token)
+        if isinstance(decision, Rewind):
+            event = self._rewind(decision)
+            yield event
+            if isinstance(event, RewindEvent):
+                return _AGAIN
+        elif isinstance(decision, Stop):
+            if not decision.keep_token:
+                self._truncate(len(self.tokens) - 1)
+            return _Finish("stop", decision.reason)
+        elif not isinstance(decision, Continue):
+            raise TypeError(f"{self.strategy.name}.on_token must return Continue, Rewind or Stop, got {decision!r}")
+        if token in self.provider.eos_token_ids:
+            self._truncate(len(self.tokens) - 1)
+            return _Finish("eos")
+        return _KEEP
+
     def _rewind(self, decision: Rewind) -> RewindEvent | RewindRefusedEvent:
         name = decision.strategy or self.strategy.name
         position, length = decision.position, len(self.tokens)
@@ -351,55 +396,59 @@ class _Generation:
                 f"it must be an int in [0, {length - 1}] (the latest token is at {length - 1})"
             )
         let_through = "the text is let through" if decision.bans_match else "the text stays"
-        cause, message = None, ""
-        if position < self.ctx.committed:
-            cause = "already_emitted"
+        if position < self.progress.committed:
             message = (
-                f"position {position} was already emitted (first rewindable: {self.ctx.committed}); "
+                f"position {position} was already emitted (first rewindable: {self.progress.committed}); "
                 f"{name}.holdback() must cover every token it may rewind"
             )
-        elif self.n_rewinds >= self.rewind_limit:
-            cause = "generation_budget"
+            return self._refuse(decision, name, "already_emitted", message)
+        if self.n_rewinds >= self.rewind_limit:
             message = f"the generation's {self.rewind_limit} rewinds are spent; {let_through}"
-        elif decision.bans_match:
-            cause = self._blocked(position, decision.ban)
-            if cause is not None:  # 4b: the retry ladder
-                rung = self._ladder(position, decision.match_end)
-                if rung is not None:
-                    target, token, escalation = rung
-                    reason = f"{decision.reason} ({escalation.replace('_', ' ')}: position {position} is exhausted)"
-                    escalated = Rewind(
-                        target, ban=(token,), reason=reason, match_end=target, ban_phrase=decision.ban_phrase
-                    )
-                    return self._carry_out(escalated, name, escalation)
-                if cause == "position_budget":
-                    message = f"position {position} was rewound {self.budget.per_position} times"
-                else:
-                    message = f"its bans would leave no token at position {position}"
-                message += f" and the retry ladder has no rung left; {let_through}"
-        elif self.rewinds_at.get(position, 0) >= self.budget.per_position:
-            cause = "position_budget"
+            return self._refuse(decision, name, "generation_budget", message)
+        if decision.bans_match:
+            return self._rewind_match(decision, name)
+        if self.positions[position].rewinds >= self.budget.per_position:
             message = f"position {position} was rewound {self.budget.per_position} times"
-        if cause is not None:
-            self.n_refused += 1
-            return RewindRefusedEvent(position, cause, decision.reason, name, message)
+            return self._refuse(decision, name, "position_budget", message)
         return self._carry_out(decision, name)
+
+    def _rewind_match(self, decision: Rewind, name: str) -> RewindEvent | RewindRefusedEvent:
+        """A rewind that bans matched text; 4b, the retry ladder, when its position cannot take it."""
+        position = decision.position
+        cause = self._blocked(position, decision.ban)
+        if cause is None:
+            return self._carry_out(decision, name)
+        rung = self._ladder(position, decision.match_end)
+        if rung is not None:
+            target, token, escalation = rung
+            reason = f"{decision.reason} ({escalation.replace('_', ' ')}: position {position} is exhausted)"
+            escalated = Rewind(target, ban=(token,), reason=reason, match_end=target, ban_phrase=decision.ban_phrase)
+            return self._carry_out(escalated, name, escalation)
+        if cause == "position_budget":
+            message = f"position {position} was rewound {self.budget.per_position} times"
+        else:
+            message = f"its bans would leave no token at position {position}"
+        message += " and the retry ladder has no rung left; the text is let through"
+        return self._refuse(decision, name, cause, message)
+
+    def _refuse(self, decision: Rewind, name: str, cause: RefusalCause, message: str) -> RewindRefusedEvent:
+        self.n_refused += 1
+        return RewindRefusedEvent(decision.position, cause, decision.reason, name, message)
 
     def _carry_out(self, decision: Rewind, name: str, escalation: Escalation = "") -> RewindEvent:
         position = decision.position
         suppressed = tuple(self.tokens[position:])
         suppressed_text = self.text.text_from(position)
         self._truncate(position)
-        self.rewinds_at[position] = self.rewinds_at.get(position, 0) + 1
+        here = self.positions[position]
+        here.rewinds += 1
         self.n_rewinds += 1
         self.n_rewound += len(suppressed)
         if decision.ban:
-            self.bans.setdefault(position, set()).update(decision.ban)
-            if decision.bans_match:
-                self.match_bans.add(position)
+            here.bans.update(decision.ban)
+            here.bans_match = here.bans_match or decision.bans_match
         for token, factor in decision.penalize:
-            penalties = self.penalties.setdefault(position, {})
-            penalties[token] = penalties.get(token, 0.0) + math.log(factor)
+            here.penalties[token] = here.penalties.get(token, 0.0) + math.log(factor)
         self.forced = deque(decision.insert)
         self.strategy.on_rewind(self.ctx, position)
         return RewindEvent(
@@ -417,11 +466,12 @@ class _Generation:
 
     def _blocked(self, position: int, ban: tuple[int, ...]) -> RefusalCause | None:
         """Why ``position`` cannot take a rewind adding ``ban`` (``None`` when it can)."""
-        if self.rewinds_at.get(position, 0) >= self.budget.per_position:
+        here = self.positions[position]
+        if here.rewinds >= self.budget.per_position:
             return "position_budget"
-        raw = self.raw_logits.get(position)
+        raw = here.logits
         if ban and raw is not None:
-            banned = self.bans.get(position, set()).union(ban)
+            banned = here.bans.union(ban)
             possible = int(np.count_nonzero(raw > -np.inf))
             if possible <= sum(1 for t in banned if raw[t] > -np.inf):
                 return "all_banned"
@@ -435,7 +485,7 @@ class _Generation:
                 if self._blocked(later, (tokens[later],)) is None:
                     return later, tokens[later], "more_of_match"
         # (b), (c): back into the text before ``position`` that is not yet emitted
-        committed = self.ctx.committed
+        committed = self.progress.committed
         base = self.text.char_start(committed)
         before = self.text.text_from(committed)[: self.text.char_start(position) - base]
         rungs: tuple[tuple[Escalation, int], ...] = (
@@ -452,19 +502,14 @@ class _Generation:
 
     def _truncate(self, position: int) -> None:
         """Keep the first ``position`` tokens; forget what depended on the rest."""
-        for later in range(position + 1, len(self.tokens) + 1):
-            self.raw_logits.pop(later, None)
-            self.bans.pop(later, None)
-            self.penalties.pop(later, None)
-            self.match_bans.discard(later)
-            self.rewinds_at.pop(later, None)
+        del self.positions[position + 1 :]
         del self.tokens[position:]
         self.text.truncate(position)
         self.kv_valid = min(self.kv_valid, len(self.prompt) + position)
 
     # -- step 5: emitting -------------------------------------------------------------
     def _emit(self, upto: int, final: bool = False) -> TextEvent | None:
-        start = self.ctx.committed
+        start = self.progress.committed
         if not final:
             # A character still being spelled can begin a match: keep its tokens.
             while upto > start and self.text.ends_mid_character(upto - 1):
@@ -476,8 +521,8 @@ class _Generation:
             self._tail = self.text.flush()
             text += self._tail
         for position in range(start, upto):
-            self.raw_logits.pop(position, None)
-        self.ctx.committed = max(start, upto)
+            self.positions[position].logits = None
+        self.progress.committed = max(start, upto)
         if not text and upto <= start:
             return None
         return TextEvent(text, tuple(self.tokens[start:upto]))
