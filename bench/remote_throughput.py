@@ -33,7 +33,7 @@ import httpx
 from backtrack_sampler import AntiSlopStrategy, BacktrackSampler
 from backtrack_sampler.async_sampler import run_concurrently
 from backtrack_sampler.models import default_model_path
-from backtrack_sampler.provider.openai_compatible_provider import OpenAICompatibleProvider
+from backtrack_sampler.provider.remote import OpenAICompatibleProvider
 from common import machine, median, table
 
 ROOT = Path(__file__).resolve().parent.parent

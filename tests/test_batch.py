@@ -15,6 +15,7 @@ import pytest
 
 from backtrack_sampler.batch import (
     BatchDefaults,
+    BatchError,
     comparable_continuation,
     parse_line,
     plan_batch,
@@ -59,9 +60,13 @@ BAD = [
     ({"prompt": "a"}, "invalid_line", "line 6: id must be a non-empty string or an integer, got None"),
     ({"id": "one", "prompt": "again"}, "duplicate_id", "duplicate id 'one' (first on line 1)"),
     ({"id": "t", "prompt": "a", "temprature": 1}, "invalid_params", "unknown field 'temprature'"),
-    ({"id": "u", "prompt": "a", "temperature": -1}, "invalid_params", "temperature must be a number >= 0, got -1"),
+    (
+        {"id": "u", "prompt": "a", "temperature": -1},
+        "invalid_params",
+        "temperature must be a finite number >= 0, got -1",
+    ),
     ({"id": "v", "prompt": "a", "messages": []}, "invalid_params", "give exactly one of prompt"),
-    ({"id": "w", "prompt": "a", "top_p": 1.5}, "invalid_params", "top_p must be a number in (0, 1], got 1.5"),
+    ({"id": "w", "prompt": "a", "top_p": 1.5}, "invalid_params", "top_p must be in (0, 1], got 1.5"),
     ({"id": "x", "prompt": "a", "strategy": "magic"}, "invalid_params", "strategy must be one of"),
     ({"id": "y", "messages": [{"role": "user", "content": "hi"}]}, "invalid_params", "has no chat template"),
     ({"id": "z", "prompt": "a", "strategy": "antislop"}, "invalid_params", "needs banned_strings"),
@@ -116,6 +121,31 @@ def test_a_restart_skips_what_is_done_and_repairs_the_files(tmp_path):
     pair_records = read_records(pairs)
     assert all(p["id"] in done_ids for p in pair_records)
     assert len({(p["id"], p["metadata"]["rewind_index"]) for p in pair_records}) == len(pair_records)
+
+
+def test_a_bug_stops_the_run_and_is_not_written_as_a_bad_line(tmp_path):
+    def buggy(text):
+        if text.startswith("c") and len(text) > 3:  # mid-generation, not at the prompt
+            raise ValueError("a bug in the model")
+        return {EOS: 9.0} if len(text) > 12 else {"a": 3.0, "b": 2.0, " ": 1.5, "c": 1.0}
+
+    lines = [
+        {"id": "bad", "prompt": "a", "top_k": -1},
+        {"id": "ok", "prompt": "a", "max_tokens": 4},
+        {"id": "bug", "prompt": "c"},
+        {"id": "after", "prompt": "b"},
+    ]
+    source, out = write_lines(tmp_path / "in.jsonl", lines), tmp_path / "out.jsonl"
+    with pytest.raises(ValueError, match="a bug in the model") as info:
+        run_batch(source, out, [text_provider(VOCAB, buggy)], progress=None)
+    assert not isinstance(info.value, BatchError)
+    assert "line 3 (id 'bug')" in "".join(getattr(info.value, "__notes__", ["line 3 (id 'bug')"]))
+    records = {r["id"]: r for r in read_records(out)}
+    assert set(records) == {"bad", "ok"}  # nothing for the bug's line, and the run did not go on
+    assert records["bad"]["error"]["type"] == "invalid_params" and "top_k" in records["bad"]["error"]["message"]
+    assert "error" not in records["ok"]
+    # Fixed, the same command finishes the rest.
+    assert run_batch(source, out, [scripted()], progress=None).ran == 2
 
 
 def test_parse_line_fills_in_the_defaults():

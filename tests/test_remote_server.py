@@ -39,7 +39,7 @@ def server_url(smollm_path):
 @pytest.fixture()
 def remote(server_url, smollm_path):
     pytest.importorskip("httpx", reason="the remote provider needs httpx (extra: remote)")
-    from backtrack_sampler.provider.openai_compatible_provider import OpenAICompatibleProvider
+    from backtrack_sampler.provider.remote import OpenAICompatibleProvider
 
     with OpenAICompatibleProvider(server_url, "smollm2", tokenizer=smollm_path, chunk_size=16) as provider:
         yield provider

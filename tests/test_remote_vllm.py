@@ -41,7 +41,7 @@ def vllm_url(smollm_path):
 @pytest.fixture(scope="module")
 def remote(vllm_url, smollm_path):
     pytest.importorskip("llama_cpp", reason="the GGUF tokenizer needs llama-cpp-python")
-    from backtrack_sampler.provider.openai_compatible_provider import OpenAICompatibleProvider
+    from backtrack_sampler.provider.remote import OpenAICompatibleProvider
 
     with OpenAICompatibleProvider(vllm_url, VLLM_MODEL_NAME, tokenizer=smollm_path, chunk_size=16) as provider:
         yield provider
@@ -89,7 +89,7 @@ def test_antislop_leaves_no_banned_phrase(remote, mode):
 
 
 def test_a_banned_token_is_skipped_by_logit_bias(remote):
-    from backtrack_sampler.provider.base_provider import GenerationSetup
+    from backtrack_sampler.core.base_provider import GenerationSetup
 
     prompt = remote.encode(chat_prompt(remote))
     remote.begin_generation(GenerationSetup(remote_sampling=True, max_length=len(prompt) + 4))

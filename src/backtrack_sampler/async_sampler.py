@@ -1,10 +1,8 @@
 """Many generations in flight at once, for engines that batch (vLLM, SGLang, ``backtrack-sampler serve``).
 
-The engine is synchronous, and a provider and a strategy hold the state of
-one generation, so each generation runs in a worker thread with its own
-sampler, built by a factory. A remote provider spends its time waiting on HTTP
-(which releases the GIL), so the remote engine sees as many sequences as there
-are threads, and batches them.
+``AsyncBacktrackSampler`` gives each generation a fresh sampler, built by a
+factory, and runs it in a worker thread (``concurrency.WorkerThreads``);
+``run_concurrently`` is the blocking form for a list of prompts.
 
 Example:
     >>> base = OpenAICompatibleProvider(url, "smollm2", tokenizer=gguf)  # doctest: +SKIP
@@ -19,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from backtrack_sampler.concurrency import WorkerThreads
+from backtrack_sampler.core.checks import check_int
 from backtrack_sampler.core.engine import BacktrackSampler, GenerationResult
 from backtrack_sampler.core.events import Event
 
@@ -40,13 +39,10 @@ class AsyncBacktrackSampler:
     """
 
     def __init__(self, make_sampler: SamplerFactory, max_concurrency: int = 16) -> None:
-        if not callable(make_sampler):
-            raise TypeError(f"make_sampler must be a callable returning a BacktrackSampler, got {make_sampler!r}")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        _check_arguments(make_sampler, max_concurrency)
         self.make_sampler = make_sampler
         self.max_concurrency = max_concurrency
-        self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="backtrack-sampler")
+        self._threads = WorkerThreads(max_concurrency)
         self._slots: asyncio.Semaphore | None = None
 
     async def stream(self, prompt: str | Sequence[int], **kwargs: Any) -> AsyncIterator[Event]:
@@ -54,18 +50,13 @@ class AsyncBacktrackSampler:
 
         Leaving the loop early stops the generation after its current token.
         """
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_concurrency)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
 
         def produce() -> None:
             try:
-                sampler = self.make_sampler()
-                if not isinstance(sampler, BacktrackSampler):
-                    raise TypeError(f"make_sampler must return a BacktrackSampler, got {type(sampler).__name__}")
-                for event in sampler.stream(prompt, **kwargs):
+                for event in new_sampler(self.make_sampler).stream(prompt, **kwargs):
                     loop.call_soon_threadsafe(queue.put_nowait, event)
                     if stop.is_set():
                         break
@@ -74,8 +65,8 @@ class AsyncBacktrackSampler:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        async with self._slots:
-            future = loop.run_in_executor(self._executor, produce)
+        async with self._slot():
+            future = asyncio.wrap_future(self._threads.submit(produce))
             try:
                 while True:
                     item = await queue.get()
@@ -90,18 +81,8 @@ class AsyncBacktrackSampler:
 
     async def generate_text(self, prompt: str | Sequence[int], **kwargs: Any) -> GenerationResult:
         """Run one generation in a worker thread; its final text, tokens, finish reason and stats."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_concurrency)
-        loop = asyncio.get_running_loop()
-
-        def run() -> GenerationResult:
-            sampler = self.make_sampler()
-            if not isinstance(sampler, BacktrackSampler):
-                raise TypeError(f"make_sampler must return a BacktrackSampler, got {type(sampler).__name__}")
-            return sampler.generate_text(prompt, **kwargs)
-
-        async with self._slots:
-            return await loop.run_in_executor(self._executor, run)
+        async with self._slot():
+            return await asyncio.wrap_future(self._threads.submit(_generate_text, self.make_sampler, prompt, kwargs))
 
     async def generate_many(
         self, prompts: Sequence[str | Sequence[int]], **kwargs: Any
@@ -112,7 +93,13 @@ class AsyncBacktrackSampler:
 
     def close(self) -> None:
         """Stop the worker threads (after the running generations)."""
-        self._executor.shutdown(wait=True)
+        self._threads.close()
+
+    def _slot(self) -> asyncio.Semaphore:
+        """One of ``max_concurrency`` slots; a generation waits here rather than in the threads' queue."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        return self._slots
 
     async def __aenter__(self) -> AsyncBacktrackSampler:
         return self
@@ -127,10 +114,37 @@ def run_concurrently(
     concurrency: int = 16,
     **kwargs: Any,
 ) -> list[GenerationResult | BaseException]:
-    """Blocking helper: ``AsyncBacktrackSampler.generate_many`` in a fresh event loop."""
+    """Run one generation per prompt, ``concurrency`` at a time, and wait; results (or errors) in order.
 
-    async def main() -> list[GenerationResult | BaseException]:
-        async with AsyncBacktrackSampler(make_sampler, concurrency) as sampler:
-            return await sampler.generate_many(prompts, **kwargs)
+    Each generation gets a fresh sampler from ``make_sampler``; ``kwargs`` go
+    to ``BacktrackSampler.generate_text``. Blocks; works inside or outside an
+    event loop.
+    """
+    _check_arguments(make_sampler, concurrency)
+    results: list[GenerationResult | BaseException] = [None] * len(prompts)  # type: ignore[list-item]
+    with WorkerThreads(concurrency) as threads:
+        jobs = range(len(prompts))
+        for index, future in threads.as_completed(jobs, lambda i: _generate_text(make_sampler, prompts[i], kwargs)):
+            error = future.exception()
+            results[index] = error if error is not None else future.result()
+    return results
 
-    return asyncio.run(main())
+
+def new_sampler(make_sampler: SamplerFactory) -> BacktrackSampler:
+    """The sampler of one generation, from the factory; a ``TypeError`` if it is not a ``BacktrackSampler``."""
+    sampler = make_sampler()
+    if not isinstance(sampler, BacktrackSampler):
+        raise TypeError(f"make_sampler must return a BacktrackSampler, got {type(sampler).__name__}")
+    return sampler
+
+
+def _generate_text(
+    make_sampler: SamplerFactory, prompt: str | Sequence[int], kwargs: dict[str, Any]
+) -> GenerationResult:
+    return new_sampler(make_sampler).generate_text(prompt, **kwargs)
+
+
+def _check_arguments(make_sampler: Any, max_concurrency: Any) -> None:
+    if not callable(make_sampler):
+        raise TypeError(f"make_sampler must be a callable returning a BacktrackSampler, got {make_sampler!r}")
+    check_int("max_concurrency", max_concurrency, low=1)

@@ -1,0 +1,80 @@
+"""Batch generation: a JSONL file of prompts in, a JSONL file of results out, resumable after any kill.
+
+Each input line is an object::
+
+    {"id": "story-1", "prompt": "Once upon a time"}                     # sent as is
+    {"id": 2, "messages": [{"role": "user", "content": "Hi"}],          # through the chat template
+     "max_tokens": 200, "temperature": 0.8, "seed": 1, "top_p": 0.95, "top_k": 40, "min_p": 0.05,
+     "banned_strings": ["tapestry"], "strategy": "antislop"}
+
+Each output line is ``{"id", "line", "text", "finish_reason", "stats"}``, or
+``{"id", "line", "error": {"type", "message"}}`` for a line that cannot run
+(its id may be ``null`` when the line has none). With ``events_out``, every
+rewind that banned text becomes a preference pair (``preference_pairs``).
+Only bad input gives an error record; an error while generating is a bug and
+stops the run.
+
+How a run survives being killed at any moment (even SIGKILL):
+
+1. Every record is one ``write`` of one whole line on a file opened for
+   appending, followed by ``fsync``; a result is written only after its
+   pairs, so a result on disk means its pairs are there too.
+2. On start, each output file is cut after its last newline (a line being
+   written when the process died is dropped), and what it holds is read:
+   ids with a result, lines with a line-level error.
+3. Pairs of ids without a result (written just before a kill) are dropped.
+4. The input is read again; lines already answered are skipped, the rest run.
+
+The modules, in the order a run uses them: ``lines`` (input lines and their
+checks), ``plan`` (what is left to do), ``job`` (running one line),
+``pairs`` (preference pairs), ``jsonl`` (the crash-safe files), ``progress``
+and ``run`` (``run_batch``); ``errors`` holds the two kinds of failure.
+"""
+
+from backtrack_sampler.batch.errors import LINE_ERRORS, BatchError, LineError, error_record
+from backtrack_sampler.batch.job import build_strategy, prepare, result_record, run_job
+from backtrack_sampler.batch.jsonl import JsonlAppender, recover_jsonl, rewrite_jsonl
+from backtrack_sampler.batch.lines import (
+    LINE_FIELDS,
+    STRATEGY_NAMES,
+    BatchDefaults,
+    Job,
+    make_job,
+    parse_line,
+    read_line,
+    sampling_params,
+)
+from backtrack_sampler.batch.pairs import comparable_continuation, preference_pairs
+from backtrack_sampler.batch.plan import Plan, plan_batch, record_key
+from backtrack_sampler.batch.progress import Progress
+from backtrack_sampler.batch.run import BatchSummary, run_batch
+
+__all__ = [
+    "LINE_ERRORS",
+    "LINE_FIELDS",
+    "STRATEGY_NAMES",
+    "BatchDefaults",
+    "BatchError",
+    "BatchSummary",
+    "Job",
+    "JsonlAppender",
+    "LineError",
+    "Plan",
+    "Progress",
+    "build_strategy",
+    "comparable_continuation",
+    "error_record",
+    "make_job",
+    "parse_line",
+    "plan_batch",
+    "prepare",
+    "preference_pairs",
+    "read_line",
+    "record_key",
+    "recover_jsonl",
+    "result_record",
+    "rewrite_jsonl",
+    "run_batch",
+    "run_job",
+    "sampling_params",
+]

@@ -1,0 +1,154 @@
+"""Input lines: reading one (``read_line``), checking its fields, and the ``Job`` it becomes (``make_job``).
+
+Every check that needs no model is done here, when the run is planned, so a
+bad line is reported before anything runs. Sampling fields are checked by
+``SamplingParams``, the one place that knows their bounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from backtrack_sampler.batch.errors import LineError
+from backtrack_sampler.core.checks import check_int, is_int
+from backtrack_sampler.core.sampling import SamplingParams
+
+LINE_FIELDS = (
+    "id",
+    "prompt",
+    "messages",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "top_p",
+    "top_k",
+    "min_p",
+    "banned_strings",
+    "strategy",
+)
+STRATEGY_NAMES = ("none", "antislop", "replace", "creative", "adaptive", "json")
+
+# A line's sampling field -> the SamplingParams field it sets.
+_SAMPLING_FIELDS = {
+    "max_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "seed": "seed",
+}
+
+
+@dataclass(frozen=True)
+class BatchDefaults:
+    """Settings of lines that do not give their own (the command line's options)."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    bans: tuple[Any, ...] = ()  # phrases for every line (str or BanPhrase), added to each line's own
+    strategy: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input line ready to run: checked, its defaults filled in."""
+
+    id: str | int
+    line: int
+    prompt: str | None
+    messages: list[dict[str, str]] | None
+    params: SamplingParams
+    bans: tuple[Any, ...]
+    strategy: str | dict[str, Any] | None
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The sampling settings as ``BacktrackSampler.stream`` keywords (``params`` as a dict)."""
+        return {name: value for name, value in dataclasses.asdict(self.params).items() if name != "max_length"}
+
+
+def read_line(text: str, line: int) -> tuple[dict[str, Any], str | int]:
+    """The object on one input line and its id; raises ``LineError("invalid_line")``."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise LineError("invalid_line", f"line {line} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise LineError("invalid_line", f"line {line} must be a JSON object, got {type(data).__name__}")
+    job_id = data.get("id")
+    if not (is_int(job_id) or (isinstance(job_id, str) and job_id)):
+        raise LineError("invalid_line", f"line {line}: id must be a non-empty string or an integer, got {job_id!r}")
+    return data, job_id
+
+
+def make_job(data: dict[str, Any], job_id: str | int, line: int, defaults: BatchDefaults) -> Job:
+    """A ``Job`` from a line's object; raises ``LineError("invalid_params")`` naming the field."""
+    unknown = sorted(set(data) - set(LINE_FIELDS))
+    if unknown:
+        raise LineError("invalid_params", f"unknown field {unknown[0]!r} (known: {', '.join(LINE_FIELDS)})")
+    prompt, messages = _prompt_and_messages(data)
+    params = sampling_params(data, defaults)
+    banned = data.get("banned_strings") or []
+    if not isinstance(banned, list) or not all(isinstance(b, str) and b for b in banned):
+        raise LineError("invalid_params", f"banned_strings must be a list of non-empty strings, got {banned!r}")
+    strategy = data.get("strategy", defaults.strategy)
+    _check_strategy_spec(strategy)
+    return Job(job_id, line, prompt, messages, params, (*defaults.bans, *banned), strategy)
+
+
+def parse_line(text: str, line: int, defaults: BatchDefaults) -> Job:
+    """A ``Job`` from one input line; raises ``LineError`` naming what is wrong."""
+    data, job_id = read_line(text, line)
+    return make_job(data, job_id, line, defaults)
+
+
+def sampling_params(data: dict[str, Any], defaults: BatchDefaults) -> SamplingParams:
+    """The line's ``SamplingParams``: its own fields over ``defaults``; raises ``LineError`` naming a bad one."""
+    given = {name: data[name] for name in _SAMPLING_FIELDS if data.get(name) is not None}
+    fields = {_SAMPLING_FIELDS[name]: getattr(defaults, name) for name in _SAMPLING_FIELDS}
+    fields.update({_SAMPLING_FIELDS[name]: value for name, value in given.items()})
+    try:
+        if "max_tokens" in given:
+            check_int("max_tokens", given["max_tokens"], low=1)
+        return SamplingParams(**fields)
+    except ValueError as exc:
+        raise LineError("invalid_params", str(exc)) from None
+
+
+def _prompt_and_messages(data: dict[str, Any]) -> tuple[str | None, list[dict[str, str]] | None]:
+    prompt, messages = data.get("prompt"), data.get("messages")
+    if (prompt is None) == (messages is None):
+        raise LineError("invalid_params", "give exactly one of prompt (raw text) and messages (chat)")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt):
+        raise LineError("invalid_params", f"prompt must be a non-empty string, got {prompt!r}")
+    if messages is not None and not (
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    ):
+        raise LineError("invalid_params", "messages must be a non-empty list of {role, content} string objects")
+    return prompt, messages
+
+
+def _check_strategy_spec(spec: Any) -> None:
+    if spec is None:
+        return
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if not isinstance(name, str) or name not in STRATEGY_NAMES:
+        raise LineError(
+            "invalid_params", f"strategy must be one of {', '.join(STRATEGY_NAMES)} (or {{name, params}}), got {spec!r}"
+        )
+    if isinstance(spec, dict):
+        extra = set(spec) - {"name", "params"}
+        if extra or not isinstance(spec.get("params", {}), dict):
+            raise LineError("invalid_params", f"strategy must look like {{name, params: {{...}}}}, got {spec!r}")
