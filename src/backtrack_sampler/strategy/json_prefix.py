@@ -118,81 +118,129 @@ def _start_value(ch: str, stack: Stack) -> JsonState | None:
     return None
 
 
+def _in_string(state: JsonState, ch: str) -> JsonState | None:
+    if ch == '"':
+        return JsonState(COLON, 0, state.stack) if state.aux else _after_value(state.stack)
+    if ch == "\\":
+        return JsonState(ESCAPE, state.aux, state.stack)
+    return None if ch < " " else state
+
+
+def _after_element(state: JsonState, ch: str) -> JsonState | None:
+    stack = state.stack
+    kind = stack[0]
+    if ch == ",":
+        return JsonState(KEY, 0, stack) if kind == "{" else JsonState(VALUE, 0, stack)
+    return _after_value(stack[1]) if ch == _CLOSER[kind] else None
+
+
+def _value(state: JsonState, ch: str) -> JsonState | None:
+    _, root, stack = state
+    if stack is None and root != "any" and ch != ("{" if root == "object" else "["):
+        return None
+    return _start_value(ch, stack)
+
+
+def _object_first(state: JsonState, ch: str) -> JsonState | None:
+    if ch == '"':
+        return JsonState(STRING, 1, state.stack)
+    return _after_value(state.stack[1]) if ch == "}" else None
+
+
+def _literal(state: JsonState, ch: str) -> JsonState | None:
+    _, rest, stack = state
+    if ch != rest[0]:
+        return None
+    return _after_value(stack) if len(rest) == 1 else JsonState(LITERAL, rest[1:], stack)
+
+
+def _escape(state: JsonState, ch: str) -> JsonState | None:
+    if ch in _SIMPLE_ESCAPES:
+        return JsonState(STRING, state.aux, state.stack)
+    return JsonState(HEX0, state.aux, state.stack) if ch == "u" else None
+
+
+def _hex(state: JsonState, ch: str) -> JsonState | None:
+    if ch not in _HEX:
+        return None
+    return JsonState(STRING if state.mode == HEX3 else state.mode + 1, state.aux, state.stack)
+
+
+def _digits(state: JsonState, ch: str) -> JsonState | None:
+    """INTEGER, FRACTION, EXPONENT_DIGITS: more digits, or the next part, or the number ends before ``ch``."""
+    mode = state.mode
+    if ch in _DIGITS:
+        return state
+    if ch == "." and mode == INTEGER:
+        return JsonState(DOT, 0, state.stack)
+    if ch in "eE" and mode != EXPONENT_DIGITS:
+        return JsonState(EXPONENT, 0, state.stack)
+    return step(_after_value(state.stack), ch)
+
+
+def _zero(state: JsonState, ch: str) -> JsonState | None:
+    if ch in _DIGITS:
+        return None
+    if ch == ".":
+        return JsonState(DOT, 0, state.stack)
+    if ch in "eE":
+        return JsonState(EXPONENT, 0, state.stack)
+    return step(_after_value(state.stack), ch)
+
+
+def _minus(state: JsonState, ch: str) -> JsonState | None:
+    if ch == "0":
+        return JsonState(ZERO, 0, state.stack)
+    return JsonState(INTEGER, 0, state.stack) if ch in _DIGITS else None
+
+
+def _exponent(state: JsonState, ch: str) -> JsonState | None:
+    if ch in "+-":
+        return JsonState(EXPONENT_SIGN, 0, state.stack)
+    return JsonState(EXPONENT_DIGITS, 0, state.stack) if ch in _DIGITS else None
+
+
+def _then(mode: int, accepted: str | frozenset[str]):
+    """A step that goes to ``mode`` (same stack) on one of ``accepted``, and fails otherwise."""
+
+    def step_to(state: JsonState, ch: str) -> JsonState | None:
+        return JsonState(mode, 0, state.stack) if ch in accepted else None
+
+    return step_to
+
+
+_STEPS = {
+    VALUE: _value,
+    ARRAY_FIRST: lambda state, ch: _after_value(state.stack[1]) if ch == "]" else _start_value(ch, state.stack),
+    OBJECT_FIRST: _object_first,
+    KEY: lambda state, ch: JsonState(STRING, 1, state.stack) if ch == '"' else None,
+    COLON: _then(VALUE, ":"),
+    AFTER_VALUE: _after_element,
+    DONE: lambda state, ch: None,
+    STRING: _in_string,
+    ESCAPE: _escape,
+    HEX0: _hex,
+    HEX1: _hex,
+    HEX2: _hex,
+    HEX3: _hex,
+    LITERAL: _literal,
+    MINUS: _minus,
+    ZERO: _zero,
+    INTEGER: _digits,
+    DOT: _then(FRACTION, _DIGITS),
+    FRACTION: _digits,
+    EXPONENT: _exponent,
+    EXPONENT_SIGN: _then(EXPONENT_DIGITS, _DIGITS),
+    EXPONENT_DIGITS: _digits,
+}
+"""One small transition function per mode."""
+
+
 def step(state: JsonState, ch: str) -> JsonState | None:
     """The state after one more character, or ``None`` when no JSON document can begin this way."""
-    mode, aux, stack = state
-    if mode == STRING:
-        if ch == '"':
-            return JsonState(COLON, 0, stack) if aux else _after_value(stack)
-        if ch == "\\":
-            return JsonState(ESCAPE, aux, stack)
-        return None if ch < " " else state
-    if mode in STRUCTURAL and ch in _WHITESPACE:
+    if ch in _WHITESPACE and state.mode in STRUCTURAL:
         return state
-    if mode == AFTER_VALUE:
-        kind = stack[0]
-        if ch == ",":
-            return JsonState(KEY, 0, stack) if kind == "{" else JsonState(VALUE, 0, stack)
-        return _after_value(stack[1]) if ch == _CLOSER[kind] else None
-    if mode == VALUE:
-        if stack is None and aux != "any" and ch != ("{" if aux == "object" else "["):
-            return None
-        return _start_value(ch, stack)
-    if mode == COLON:
-        return JsonState(VALUE, 0, stack) if ch == ":" else None
-    if mode == OBJECT_FIRST:
-        if ch == '"':
-            return JsonState(STRING, 1, stack)
-        return _after_value(stack[1]) if ch == "}" else None
-    if mode == KEY:
-        return JsonState(STRING, 1, stack) if ch == '"' else None
-    if mode == ARRAY_FIRST:
-        return _after_value(stack[1]) if ch == "]" else _start_value(ch, stack)
-    if mode == LITERAL:
-        if ch != aux[0]:
-            return None
-        return _after_value(stack) if len(aux) == 1 else JsonState(LITERAL, aux[1:], stack)
-    if mode == ESCAPE:
-        if ch in _SIMPLE_ESCAPES:
-            return JsonState(STRING, aux, stack)
-        return JsonState(HEX0, aux, stack) if ch == "u" else None
-    if HEX0 <= mode <= HEX3:
-        if ch not in _HEX:
-            return None
-        return JsonState(STRING if mode == HEX3 else mode + 1, aux, stack)
-    if mode == DONE:
-        return None
-    # Numbers.
-    digit = ch in _DIGITS
-    if mode == INTEGER or mode == FRACTION or mode == EXPONENT_DIGITS:
-        if digit:
-            return state
-        if ch == "." and mode == INTEGER:
-            return JsonState(DOT, 0, stack)
-        if ch in "eE" and mode != EXPONENT_DIGITS:
-            return JsonState(EXPONENT, 0, stack)
-        return step(_after_value(stack), ch)  # the number ended just before ch
-    if mode == ZERO:
-        if digit:
-            return None
-        if ch == ".":
-            return JsonState(DOT, 0, stack)
-        if ch in "eE":
-            return JsonState(EXPONENT, 0, stack)
-        return step(_after_value(stack), ch)
-    if mode == MINUS:
-        if ch == "0":
-            return JsonState(ZERO, 0, stack)
-        return JsonState(INTEGER, 0, stack) if digit else None
-    if mode == DOT:
-        return JsonState(FRACTION, 0, stack) if digit else None
-    if mode == EXPONENT:
-        if ch in "+-":
-            return JsonState(EXPONENT_SIGN, 0, stack)
-        return JsonState(EXPONENT_DIGITS, 0, stack) if digit else None
-    if mode == EXPONENT_SIGN:
-        return JsonState(EXPONENT_DIGITS, 0, stack) if digit else None
-    raise AssertionError(f"unknown mode {mode}")  # pragma: no cover
+    return _STEPS[state.mode](state, ch)
 
 
 def advance(state: JsonState, text: str) -> tuple[JsonState, int]:
@@ -251,6 +299,26 @@ def completion(state: JsonState) -> str:
     return "0" + close  # MINUS, DOT, EXPONENT, EXPONENT_SIGN: one digit
 
 
+_EXPECTED = {
+    ARRAY_FIRST: "a value or ']'",
+    OBJECT_FIRST: "'\"' (a key) or '}'",
+    KEY: "'\"' (a key; JSON allows no trailing comma)",
+    COLON: "':' after the key",
+    DONE: "only whitespace after the complete document",
+    STRING: "a string character (control characters must be escaped)",
+    ESCAPE: 'an escape letter (one of " \\ / b f n r t u)',
+    HEX0: "a hex digit of a \\u escape",
+    HEX1: "a hex digit of a \\u escape",
+    HEX2: "a hex digit of a \\u escape",
+    HEX3: "a hex digit of a \\u escape",
+    MINUS: "a digit after '-'",
+    ZERO: "'.', an exponent or the end of the number (no leading zeros)",
+    DOT: "a digit after the decimal point",
+    EXPONENT: "a sign or a digit in the exponent",
+    EXPONENT_SIGN: "a digit in the exponent",
+}
+
+
 def expected(state: JsonState) -> str:
     """What may come next, in words (for messages)."""
     mode, aux, stack = state
@@ -260,37 +328,11 @@ def expected(state: JsonState) -> str:
         if stack is None and aux == "array":
             return "'[' (the document must be an array)"
         return "a value ('{', '[', '\"', a number, true, false or null)"
-    if mode == ARRAY_FIRST:
-        return "a value or ']'"
-    if mode == OBJECT_FIRST:
-        return "'\"' (a key) or '}'"
-    if mode == KEY:
-        return "'\"' (a key; JSON allows no trailing comma)"
-    if mode == COLON:
-        return "':' after the key"
     if mode == AFTER_VALUE:
         return "',' or '}' after a member" if stack[0] == "{" else "',' or ']' after an array element"
-    if mode == DONE:
-        return "only whitespace after the complete document"
-    if mode == STRING:
-        return "a string character (control characters must be escaped)"
-    if mode == ESCAPE:
-        return 'an escape letter (one of " \\ / b f n r t u)'
-    if HEX0 <= mode <= HEX3:
-        return "a hex digit of a \\u escape"
     if mode == LITERAL:
         return f"{aux[0]!r} (spelling a JSON literal)"
-    if mode == MINUS:
-        return "a digit after '-'"
-    if mode == ZERO:
-        return "'.', an exponent or the end of the number (no leading zeros)"
-    if mode == DOT:
-        return "a digit after the decimal point"
-    if mode == EXPONENT:
-        return "a sign or a digit in the exponent"
-    if mode == EXPONENT_SIGN:
-        return "a digit in the exponent"
-    return "a digit or the end of the number"  # INTEGER, FRACTION, EXPONENT_DIGITS
+    return _EXPECTED.get(mode, "a digit or the end of the number")  # INTEGER, FRACTION, EXPONENT_DIGITS
 
 
 def explain(state: JsonState, ch: str) -> str:
