@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from starlette.concurrency import run_in_threadpool
 from backtrack_sampler import __version__
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server.errors import APIError, error_body, install_error_handlers
+from backtrack_sampler.server.generation import GenerationPlan
 from backtrack_sampler.server.prepare import chat_plan, completion_plan
 from backtrack_sampler.server.responses import ChatFormatter, CompletionFormatter, Formatter
-from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest
+from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from backtrack_sampler.server.settings import ServerSettings
 from backtrack_sampler.server.sse import DONE, EventStreamResponse, sse
 from backtrack_sampler.server.worker import Job, JobEnded, JobFailed, ModelWorker
@@ -87,31 +88,11 @@ def create_app(
 
     @api.post("/completions")
     async def completions(request: Request, body: CompletionRequest):
-        plan, prompt_tokens = await run_in_threadpool(completion_plan, body, provider, settings)
-        formatter = CompletionFormatter(
-            provider,
-            settings.model_name,
-            plan.top_logprobs,
-            body.return_tokens_as_token_ids,
-            body.backtrack_events,
-            bool(body.stream and body.stream_options and body.stream_options.include_usage),
-            prompt_tokens,
-        )
-        return await _respond(request, worker.submit(plan), formatter, body.stream)
+        return await _generate(request, body, completion_plan, CompletionFormatter)
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request, body: ChatCompletionRequest):
-        plan, prompt_tokens = await run_in_threadpool(chat_plan, body, provider, settings)
-        formatter = ChatFormatter(
-            provider,
-            settings.model_name,
-            plan.top_logprobs,
-            body.return_tokens_as_token_ids,
-            body.backtrack_events,
-            bool(body.stream and body.stream_options and body.stream_options.include_usage),
-            prompt_tokens,
-        )
-        return await _respond(request, worker.submit(plan), formatter, body.stream)
+        return await _generate(request, body, chat_plan, ChatFormatter)
 
     app.include_router(api)
 
@@ -146,6 +127,28 @@ def _model_card(settings: ServerSettings, provider: BaseProvider, created: int) 
         "owned_by": "backtrack_sampler",
         "max_model_len": provider.context_length,
     }
+
+
+async def _generate(
+    request: Request,
+    body: SamplingRequest,
+    make_plan: Callable[[Any, BaseProvider, ServerSettings], tuple[GenerationPlan, list[int]]],
+    formatter_type: type[Formatter],
+):
+    """Both endpoints: plan ``body`` (in a thread), queue the plan, answer with ``formatter_type``'s shapes."""
+    state = request.app.state
+    settings: ServerSettings = state.settings
+    plan, prompt_tokens = await run_in_threadpool(make_plan, body, state.provider, settings)
+    formatter = formatter_type(
+        state.provider,
+        settings.model_name,
+        plan.top_logprobs,
+        body.return_tokens_as_token_ids,
+        body.backtrack_events,
+        bool(body.stream and body.stream_options and body.stream_options.include_usage),
+        prompt_tokens,
+    )
+    return await _respond(request, state.worker.submit(plan), formatter, body.stream)
 
 
 async def _respond(request: Request, job: Job, formatter: Formatter, stream: bool):

@@ -17,12 +17,14 @@ from typing import Any, Literal
 from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.core.engine import BacktrackSampler
 from backtrack_sampler.core.events import (
+    Event,
     FinishEvent,
     GenerationStats,
     RewindEvent,
     RewindRefusedEvent,
     TextEvent,
 )
+from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server.control import JobControl
 from backtrack_sampler.server.request_strategy import RequestStrategy, TokenRecord
@@ -38,11 +40,11 @@ class RequestRejected(Exception):
 
 @dataclass(frozen=True)
 class ChoiceSpec:
-    """One choice to generate: which prompt, which seed."""
+    """One choice to generate: which prompt, and how to sample it (its own seed included)."""
 
     index: int
     prompt_tokens: list[int]
-    seed: int | None
+    params: SamplingParams
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,8 @@ class GenerationPlan:
     """Everything a request asks for, checked and ready to run."""
 
     choices: list[ChoiceSpec]
-    max_new_tokens: int
     strategy: BaseStrategy | None = None
     budget: RewindBudget = field(default_factory=RewindBudget)
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float | None = None
-    min_p: float | None = None
     logit_bias: dict[int, float] = field(default_factory=dict)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -91,7 +88,6 @@ class ChoiceDone:
     prompt_tokens: int
     completion_tokens: int
     stats: GenerationStats
-    stop_string: str | None = None
 
 
 Output = TextOut | BacktrackOut | ChoiceDone
@@ -122,52 +118,70 @@ def _run_choice(
         top_logprobs=plan.top_logprobs,
     )
     sampler = BacktrackSampler(provider, strategy, plan.budget)
-    scanner = StopScanner(plan.stops)
-    try:  # the engine checks its arguments here, before the first event
-        events = sampler.stream(
-            choice.prompt_tokens,
-            max_new_tokens=plan.max_new_tokens,
-            temperature=plan.temperature,
-            top_k=plan.top_k,
-            top_p=plan.top_p,
-            min_p=plan.min_p,
-            seed=choice.seed,
-        )
+    try:  # the engine checks the prompt against the model here, before the first event
+        events = sampler.stream(choice.prompt_tokens, params=choice.params)
     except (ValueError, TypeError) as exc:
         raise RequestRejected(str(exc)) from exc
-    emitted = 0  # tokens the engine has made final
+    outputs = _ChoiceOutputs(choice, strategy, StopScanner(plan.stops), plan.backtrack_events, emit)
     try:
         for event in events:
             if control.cancelled:
                 return
-            if isinstance(event, TextEvent):
-                batch = list(strategy.records[emitted : emitted + len(event.tokens)])
-                emitted += len(event.tokens)
-                joined = "".join(r.text for r in batch)
-                if len(event.text) > len(joined):  # an unfinished character at the very end, as U+FFFD
-                    offset = batch[-1].offset + len(batch[-1].text) if batch else _char_end(strategy, emitted)
-                    batch.append(TokenRecord(-1, event.text[len(joined) :], offset, None, ()))
-                _emit_text(choice.index, scanner.feed(batch), emit)
-            elif isinstance(event, (RewindEvent, RewindRefusedEvent)):
-                if plan.backtrack_events and not scanner.stopped:
-                    emit(BacktrackOut(choice.index, _backtrack_json(event, strategy)))
-            elif isinstance(event, FinishEvent):
-                if strategy.failure is not None:
-                    raise RequestRejected(strategy.failure)
-                _emit_text(choice.index, scanner.flush(), emit)
-                stopped = scanner.stopped or event.reason in ("eos", "stop")
-                emit(
-                    ChoiceDone(
-                        choice.index,
-                        "stop" if stopped else "length",
-                        prompt_tokens=len(choice.prompt_tokens),
-                        completion_tokens=len(event.tokens),
-                        stats=event.stats,
-                        stop_string=scanner.matched,
-                    )
-                )
+            outputs.handle(event)
     finally:
         events.close()
+
+
+class _ChoiceOutputs:
+    """Turns the engine events of one choice into outputs: text cut at stop strings, rewinds, the end."""
+
+    def __init__(
+        self,
+        choice: ChoiceSpec,
+        strategy: RequestStrategy,
+        scanner: StopScanner,
+        backtrack_events: bool,
+        emit: Callable[[Output], None],
+    ) -> None:
+        self.choice = choice
+        self.strategy = strategy
+        self.scanner = scanner
+        self.backtrack_events = backtrack_events
+        self.emit = emit
+        self.emitted = 0  # tokens the engine has made final
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, TextEvent):
+            self._text(event)
+        elif isinstance(event, (RewindEvent, RewindRefusedEvent)):
+            if self.backtrack_events and not self.scanner.stopped:
+                self.emit(BacktrackOut(self.choice.index, _backtrack_json(event, self.strategy)))
+        elif isinstance(event, FinishEvent):
+            self._finish(event)
+
+    def _text(self, event: TextEvent) -> None:
+        records = self.strategy.records
+        batch = list(records[self.emitted : self.emitted + len(event.tokens)])
+        self.emitted += len(event.tokens)
+        joined = "".join(r.text for r in batch)
+        if len(event.text) > len(joined):  # an unfinished character at the very end, as U+FFFD
+            offset = batch[-1].offset + len(batch[-1].text) if batch else _char_end(self.strategy, self.emitted)
+            batch.append(TokenRecord(-1, event.text[len(joined) :], offset, None, ()))
+        _emit_text(self.choice.index, self.scanner.feed(batch), self.emit)
+
+    def _finish(self, event: FinishEvent) -> None:
+        if self.strategy.failure is not None:
+            raise RequestRejected(self.strategy.failure)
+        _emit_text(self.choice.index, self.scanner.flush(), self.emit)
+        stopped = self.scanner.stopped or event.reason in ("eos", "stop")
+        done = ChoiceDone(
+            self.choice.index,
+            "stop" if stopped else "length",
+            prompt_tokens=len(self.choice.prompt_tokens),
+            completion_tokens=len(event.tokens),
+            stats=event.stats,
+        )
+        self.emit(done)
 
 
 def _emit_text(index: int, records: list[TokenRecord], emit: Callable[[Output], None]) -> None:

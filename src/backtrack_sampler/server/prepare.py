@@ -9,9 +9,11 @@ worker that runs the model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server.errors import APIError, short_repr
 from backtrack_sampler.server.generation import ChoiceSpec, GenerationPlan
@@ -63,28 +65,43 @@ def chat_plan(
     if request.tools:
         raise APIError("tools: not supported", param="tools", code="unsupported")
     json_root = _json_root(request.response_format)
-    top = None
-    if request.logprobs:
-        top = request.top_logprobs or 0
-        if top > settings.max_logprobs:
-            raise APIError(f"top_logprobs: at most {settings.max_logprobs}, got {top}", param="top_logprobs")
-    elif request.top_logprobs is not None:
-        raise APIError("top_logprobs: needs logprobs set to true", param="top_logprobs")
+    top = _chat_top_logprobs(request, settings)
+    max_tokens = _chat_max_tokens(request, settings)
+    tokens = _prompt_tokens(_chat_prompt(request, provider), provider, settings, "messages")
+    return _plan(request, [tokens], provider, settings, max_tokens, top, json_root), [len(tokens)]
+
+
+def _chat_top_logprobs(request: ChatCompletionRequest, settings: ServerSettings) -> int | None:
+    """How many alternatives to show per token (``logprobs`` and ``top_logprobs``); ``None``: no logprobs."""
+    if not request.logprobs:
+        if request.top_logprobs is not None:
+            raise APIError("top_logprobs: needs logprobs set to true", param="top_logprobs")
+        return None
+    top = request.top_logprobs or 0
+    if top > settings.max_logprobs:
+        raise APIError(f"top_logprobs: at most {settings.max_logprobs}, got {top}", param="top_logprobs")
+    return top
+
+
+def _chat_max_tokens(request: ChatCompletionRequest, settings: ServerSettings) -> int:
+    """``max_completion_tokens`` or its older name ``max_tokens`` (both given: they must agree)."""
     if request.max_tokens is not None and request.max_completion_tokens is not None:
         if request.max_tokens != request.max_completion_tokens:
             raise APIError("max_completion_tokens: differs from max_tokens; give one", param="max_completion_tokens")
     requested = request.max_completion_tokens or request.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-    max_tokens = _max_tokens(requested, param, settings, settings.max_tokens_limit)
+    return _max_tokens(requested, param, settings, settings.max_tokens_limit)
+
+
+def _chat_prompt(request: ChatCompletionRequest, provider: BaseProvider) -> str:
+    """The conversation rendered with the model's chat template."""
     messages = [{"role": m.role, "content": m.text()} for m in request.messages]
     try:
-        prompt = provider.apply_chat_template(messages)
+        return provider.apply_chat_template(messages)
     except NotImplementedError as exc:
         raise APIError(f"messages: {exc}; use /v1/completions", param="messages", code="no_chat_template") from None
     except Exception as exc:  # a template may reject a conversation (roles out of order, ...)
         raise APIError(f"messages: the chat template refused them: {exc}", param="messages") from None
-    tokens = _prompt_tokens(prompt, provider, settings, "messages")
-    return _plan(request, [tokens], provider, settings, max_tokens, top, json_root), [len(tokens)]
 
 
 def _json_root(response_format: dict | None) -> str | None:
@@ -134,21 +151,10 @@ def _plan(
         per_position=16 if request.rewinds_per_position is None else request.rewinds_per_position,
         per_generation=request.max_rewinds,
     )
-    top_k = request.top_k or 0
-    choices = []
-    for p, tokens in enumerate(prompts):
-        for j in range(request.n):
-            seed = None if request.seed is None else request.seed + j
-            choices.append(ChoiceSpec(p * request.n + j, tokens, seed))
     return GenerationPlan(
-        choices=choices,
-        max_new_tokens=max_tokens,
+        choices=_choices(request, prompts, max_tokens),
         strategy=strategy,
         budget=budget,
-        temperature=request.temperature,
-        top_k=max(0, top_k),
-        top_p=None if request.top_p >= 1 else request.top_p,
-        min_p=request.min_p or None,
         logit_bias=_logit_bias(request.logit_bias, provider),
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
@@ -156,6 +162,26 @@ def _plan(
         top_logprobs=top_logprobs,
         backtrack_events=request.backtrack_events,
     )
+
+
+def _choices(request: SamplingRequest, prompts: list[list[int]], max_tokens: int) -> list[ChoiceSpec]:
+    """``n`` choices per prompt, each with its ``SamplingParams``; choice j of a prompt samples with seed + j."""
+    try:
+        shared = SamplingParams(
+            temperature=request.temperature,
+            top_k=max(0, request.top_k or 0),
+            top_p=None if request.top_p >= 1 else request.top_p,
+            min_p=request.min_p or None,
+            max_new_tokens=max_tokens,
+        )
+    except ValueError as exc:  # the schema's checks come first; this is only a safety net
+        raise APIError(str(exc), code="invalid_value") from None
+    choices = []
+    for p, tokens in enumerate(prompts):
+        for j in range(request.n):
+            seed = None if request.seed is None else request.seed + j
+            choices.append(ChoiceSpec(p * request.n + j, tokens, dataclasses.replace(shared, seed=seed)))
+    return choices
 
 
 def _max_tokens(value: int | None, param: str, settings: ServerSettings, default: int) -> int:

@@ -33,7 +33,6 @@ class StopScanner:
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [s for s in stops if s]
         self.stopped = False
-        self.matched: str | None = None
         self._pending: list = []
 
     def feed(self, records: Sequence[HasText]) -> list:
@@ -44,11 +43,10 @@ class StopScanner:
         if not self.stops:
             return self._release(len(self._pending))
         text = "".join(r.text for r in self._pending)
-        hits = [(text.find(s), s) for s in self.stops if s in text]
+        hits = [text.find(s) for s in self.stops if s in text]
         if hits:
-            cut, self.matched = min(hits)
             self.stopped = True
-            return self._release_until_char(cut)
+            return self._release_until_char(min(hits))
         return self._release_until_char(self._first_open_char(text), whole_only=True)
 
     def flush(self) -> list:

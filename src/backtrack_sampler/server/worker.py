@@ -112,11 +112,6 @@ class ModelWorker:
         self._queue.put(job)
         return job
 
-    @property
-    def queued(self) -> int:
-        """Jobs waiting or running."""
-        return self._pending
-
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no job is queued or running; ``False`` on timeout."""
         with self._idle:
