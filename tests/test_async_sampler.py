@@ -97,3 +97,44 @@ def test_bad_arguments_are_named():
         AsyncBacktrackSampler("sampler")
     results = run_concurrently(lambda: "not a sampler", ["a"], max_new_tokens=5)
     assert isinstance(results[0], TypeError) and "must return a BacktrackSampler" in str(results[0])
+
+
+# -- the worker threads batch shares ----------------------------------------------------------------
+def test_worker_threads_give_every_result_with_at_most_k_running():
+    from backtrack_sampler.concurrency import WorkerThreads
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def work(n):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        threading.Event().wait(0.002)
+        with lock:
+            running[0] -= 1
+        return n * n
+
+    with WorkerThreads(3) as threads:
+        got = {job: done.result() for job, done in threads.as_completed(range(20), work)}
+    assert got == {n: n * n for n in range(20)} and 1 <= peak[0] <= 3
+
+
+def test_leaving_the_worker_threads_early_stops_the_rest():
+    from backtrack_sampler.concurrency import WorkerThreads
+
+    started = []
+
+    def work(n):
+        started.append(n)
+        if n == 0:
+            raise ValueError("a bug")
+        return n
+
+    threads = WorkerThreads(1)
+    with pytest.raises(ValueError, match="a bug"):
+        for _, done in threads.as_completed(iter(range(100)), work):
+            done.result()
+    threads.close()
+    assert threads.stop.is_set() and len(started) <= 3  # taken lazily, the queued ones cancelled
+    with pytest.raises(ValueError, match="max_in_flight must be an integer >= 1, got 0"):
+        WorkerThreads(0)
