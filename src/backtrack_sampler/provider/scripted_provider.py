@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.core.base_provider import BaseProvider
+
+CHAT_START = "<|im_start|>"  # the markers of apply_chat_template
+CHAT_END = "<|im_end|>"
 
 
 class ScriptedProvider(BaseProvider):
@@ -28,7 +31,8 @@ class ScriptedProvider(BaseProvider):
         context_length: the most positions a sequence may hold.
 
     ``eval_count`` is the number of positions evaluated so far; encode is a
-    greedy longest match over ``vocab``; decode joins the pieces.
+    greedy longest match over ``vocab``; decode joins the pieces;
+    ``apply_chat_template`` writes ChatML-like turns.
     """
 
     def __init__(
@@ -76,6 +80,21 @@ class ScriptedProvider(BaseProvider):
 
     def token_bytes(self, token: int) -> bytes:
         return self._bytes[token]
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        r"""A ChatML-like template, ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message, then the assistant's.
+
+        The text is spelled with the vocab by ``encode`` like any other, so a
+        vocab meant for chat holds the markers (or their characters).
+
+        Example:
+            >>> ScriptedProvider(["<eos>", "a"], lambda toks: [0.0, 0.0], 0).apply_chat_template(
+            ...     [{"role": "user", "content": "a"}]
+            ... )
+            '<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\n'
+        """
+        turns = [f"{CHAT_START}{m['role']}\n{m['content']}{CHAT_END}\n" for m in messages]
+        return "".join(turns) + f"{CHAT_START}assistant\n"
 
     def _forward(self, tokens: Sequence[int]) -> np.ndarray:
         logits = np.asarray(self.next_logits([*self._kv_tokens, *tokens]), dtype=np.float32)
