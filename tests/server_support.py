@@ -1,7 +1,15 @@
-"""Helpers of the server tests: the app on the embedded model, in-process clients, uvicorn on 127.0.0.1."""
+"""Helpers of the server tests: the app on a scripted model or the embedded one, in-process clients, uvicorn.
+
+``scripted_provider()`` is a ScriptedProvider that writes one sentence over and
+over (``SCRIPTED_ANSWER``), with known alternatives at a few words, so the
+server's checks, formats, stop strings and strategies are tested exactly and
+in a second. The embedded model (the ``server_provider`` fixture) is kept for
+a few end-to-end tests.
+"""
 
 from __future__ import annotations
 
+import string
 import threading
 import time
 from typing import Any
@@ -9,6 +17,57 @@ from typing import Any
 MODEL = "smollm2-test"
 OCEAN = [{"role": "user", "content": "Tell me about the ocean."}]
 """Greedy SmolLM2 answers 'The ocean is a vast and mysterious realm ...' to this."""
+
+SCRIPTED_EOS = "<eos>"
+SCRIPTED_ANSWER = "The ocean is a vast and mysterious sea."
+"""What the scripted model writes greedily after any prompt, then "\n\n" and the same again."""
+# The scripted model's next-token logits, by the text of the last token (any other last token: START).
+# The best word makes SCRIPTED_ANSWER; the others are what a ban, a bias or a strategy leads to.
+START = {"The": 5.0, "A": 3.0, "{": 1.0}
+NEXT_WORDS = {
+    "The": {" ocean": 5.0, " sea": 3.0},
+    "A": {" sea": 5.0, " ocean": 3.0},
+    " ocean": {" is": 5.0, " and": 3.0},
+    " is": {" a": 5.0, " and": 3.0},
+    " a": {" vast": 5.0, " deep": 4.0, " blue": 3.0},
+    " vast": {" and": 5.0, " sea": 3.0},
+    " deep": {" and": 5.0, " sea": 3.0},
+    " blue": {" and": 5.0, " sea": 3.0},
+    " and": {" mysterious": 5.0, " calm": 4.0},
+    " mysterious": {" sea": 5.0, " ocean": 3.0},
+    " calm": {" sea": 5.0, " ocean": 3.0},
+    " sea": {".": 5.0, " is": 3.0},
+    ".": {"\n\n": 5.0, SCRIPTED_EOS: 3.0},
+    "{": {"}": 5.0},
+}
+WORDS = sorted({w for table in [START, *NEXT_WORDS.values()] for w in table} - {SCRIPTED_EOS} | set(NEXT_WORDS))
+SCRIPTED_VOCAB = [
+    SCRIPTED_EOS,
+    "<|im_start|>",
+    "<|im_end|>",
+    *WORDS,
+    *(c for c in string.printable if c not in WORDS and c not in "\x0b\x0c"),
+]
+"""Every printable ASCII character is a token too, so any ASCII text can be encoded."""
+
+
+def scripted_logits(tokens: list[int]) -> list[float]:
+    """The scripted model: ``NEXT_WORDS`` after a known word, else ``START``; the rest far below, no two equal."""
+    last = SCRIPTED_VOCAB[tokens[-1]] if tokens else ""
+    prefs = NEXT_WORDS.get(last, START)
+    return [prefs.get(text, -30.0 - 0.01 * i) for i, text in enumerate(SCRIPTED_VOCAB)]
+
+
+def scripted_provider(context_length: int | None = 4096):
+    """A fresh ScriptedProvider over ``SCRIPTED_VOCAB`` (each provider has its own server worker)."""
+    from backtrack_sampler.provider.scripted_provider import ScriptedProvider
+
+    return ScriptedProvider(SCRIPTED_VOCAB, scripted_logits, 0, context_length)
+
+
+def scripted_client(context_length: int | None = 4096, **limits: Any):
+    """An in-process client of the app on a fresh ``scripted_provider``; ``limits`` go to ``create_app``."""
+    return in_process_client(make_app(scripted_provider(context_length), **limits))
 
 
 def make_app(provider, **kwargs: Any):

@@ -1,12 +1,15 @@
-"""Bad requests: each answered 400 (or 401/404) with the OpenAI error body naming the parameter; never a 500."""
+"""Bad requests: each answered 400 (or 401/404) with the OpenAI error body naming the parameter; never a 500.
+
+They run on the scripted model (``server_support.scripted_provider``): no weights, about a second.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from server_support import MODEL, in_process_client, make_app
+from server_support import MODEL, scripted_client
 
-pytestmark = pytest.mark.llamacpp
+pytest.importorskip("fastapi", reason="FastAPI is not installed (extra: server)")
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -87,8 +90,8 @@ BAD_REQUESTS = [
 
 
 @pytest.fixture(scope="module")
-def http(server_provider):
-    return in_process_client(make_app(server_provider))
+def http():
+    return scripted_client()
 
 
 def post(http, request_):
@@ -140,8 +143,8 @@ def test_unknown_model_route_and_method(http):
     assert_error(http.get(COMPLETIONS), 405, None)
 
 
-def test_limits_of_the_server(server_provider):
-    http = in_process_client(make_app(server_provider, max_prompt_tokens=8, max_tokens_limit=16, max_bans=2))
+def test_limits_of_the_server():
+    http = scripted_client(max_prompt_tokens=8, max_tokens_limit=16, max_bans=2)
     assert_error(post(http, completion(prompt="one two three four five six seven eight nine ten")), 400, "prompt")
     assert_error(post(http, completion(max_tokens=17)), 400, "max_tokens", "limit")
     assert_error(post(http, completion(banned_strings=["a", "b"], banned_regex=["c"])), 400, "banned_strings", "limit")
@@ -151,16 +154,11 @@ def test_limits_of_the_server(server_provider):
     assert_error(post(http, chat(messages=long_chat)), 400, "messages")
 
 
-def test_generation_stops_cleanly_at_the_context_size(smollm_path):
+def test_generation_stops_cleanly_at_the_context_size():
     """A prompt that leaves 3 positions: 3 tokens, finish_reason "length", even with max_tokens 20."""
-    from backtrack_sampler.models import load_llama
-    from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
-
-    small = LlamacppProvider(load_llama(smollm_path, n_ctx=256))  # llama.cpp's smallest context
-    http = in_process_client(make_app(small))
-    ids = [1] * (small.context_length - 3)
-    eos = {str(t): -100 for t in small.eos_token_ids}
-    body = {"prompt": ids, "max_tokens": 20, "temperature": 0, "logit_bias": eos}
+    http = scripted_client(context_length=64)
+    ids = [1] * (64 - 3)
+    body = {"prompt": ids, "max_tokens": 20, "temperature": 0, "logit_bias": {"0": -100}}
     response = http.post(COMPLETIONS, json=body).json()
     assert response["choices"][0]["finish_reason"] == "length"
     assert response["usage"]["completion_tokens"] == 3
@@ -168,8 +166,8 @@ def test_generation_stops_cleanly_at_the_context_size(smollm_path):
     assert "256" in too_long["message"]
 
 
-def test_api_key(server_provider):
-    http = in_process_client(make_app(server_provider, api_key="s3cret"))
+def test_api_key():
+    http = scripted_client(api_key="s3cret")
     body = completion(max_tokens=1)[1]
     assert_error(http.post(COMPLETIONS, json=body), 401, None, "invalid_api_key")
     bad = http.post(COMPLETIONS, json=body, headers={"Authorization": "Bearer wrong"})

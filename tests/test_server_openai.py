@@ -1,4 +1,9 @@
-"""The official ``openai`` client against the app, in-process: completions and chat, streamed and not."""
+"""End to end on the embedded model, in-process: the official ``openai`` client (completions and chat, streamed
+and not), and generation at the edge of llama.cpp's context.
+
+The server's checks, formats, stop strings and strategies are tested exactly on the scripted model
+(tests/test_server_errors.py, test_server_responses.py, test_server_stop_strings.py, test_server_strategies.py).
+"""
 
 from __future__ import annotations
 
@@ -199,3 +204,22 @@ def test_json_response_format_keeps_the_output_json(client):
     assert text.lstrip().startswith("{")
     if chat.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(text), dict)
+
+
+def test_generation_stops_cleanly_at_the_context_size(smollm_path):
+    """A prompt that leaves 3 positions in llama.cpp's context: 3 tokens, finish_reason "length", max_tokens 20."""
+    from backtrack_sampler.models import load_llama
+    from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
+
+    small = LlamacppProvider(load_llama(smollm_path, n_ctx=256))  # llama.cpp's smallest context
+    http = in_process_client(make_app(small))
+    ids = [1] * (small.context_length - 3)
+    eos = {str(t): -100 for t in small.eos_token_ids}
+    body = {"prompt": ids, "max_tokens": 20, "temperature": 0, "logit_bias": eos}
+    response = http.post("/v1/completions", json=body).json()
+    assert response["choices"][0]["finish_reason"] == "length"
+    assert response["usage"]["completion_tokens"] == 3
+    too_long = http.post("/v1/completions", json={"model": MODEL, "prompt": [1] * 256, "max_tokens": 4})
+    error = too_long.json()["error"]
+    assert too_long.status_code == 400 and error["param"] == "prompt" and error["code"] == "context_length_exceeded"
+    assert "256" in error["message"]
