@@ -12,6 +12,7 @@ from backtrack_sampler import (
     Continue,
     FinishEvent,
     GenerationContext,
+    Rewind,
     RewindEvent,
     RewindRefusedEvent,
     TextEvent,
@@ -103,6 +104,29 @@ class Scripted(BaseStrategy):
 
     def holdback(self, ctx):
         return self._holdback(ctx) if callable(self._holdback) else self._holdback
+
+
+class RewindOnce(BaseStrategy):
+    """Once ``after`` tokens are generated, rewind to position ``to`` without bans; hold all text back until then.
+
+    Replaying from ``to`` must then reproduce the same tokens (the equivalence tests of the real backends).
+    """
+
+    def __init__(self, after: int, to: int) -> None:
+        self.after, self.to = after, to
+        self.done = False
+
+    def reset(self) -> None:
+        self.done = False
+
+    def holdback(self, ctx) -> int:
+        return 0 if self.done else len(ctx.tokens)
+
+    def on_token(self, ctx, token):
+        if not self.done and len(ctx.tokens) == self.after:
+            self.done = True
+            return Rewind(self.to, reason="test")
+        return Continue()
 
 
 def run(sampler: BacktrackSampler, prompt, **kwargs) -> list:

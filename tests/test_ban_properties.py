@@ -12,28 +12,17 @@ from backtrack_sampler import (
     BanPhrase,
     BanRegex,
     ChainStrategy,
-    RewindBudget,
     RewindEvent,
     RewindRefusedEvent,
 )
-from scripted import EOS, Scripted, check_stream, of, random_provider
+from hypothesis_strategies import ban_phrases, budgets, sampling, vocabs
+from scripted import Scripted, check_stream, of, random_provider
 
 ALPHABET = "abAé ."
 SETTINGS = settings(max_examples=200, deadline=None)
 
-vocabs = st.lists(st.text(ALPHABET, min_size=2, max_size=3), max_size=8, unique=True).map(
-    lambda extra: [EOS, *ALPHABET, *(t for t in extra if t not in ALPHABET)]
-)
-phrases = st.lists(
-    st.builds(
-        BanPhrase,
-        st.text("abAé .", min_size=1, max_size=3),
-        st.sampled_from([0.0, 0.0, 0.5]),
-        st.sampled_from([None, True, False]),
-        st.sampled_from([None, True, False]),
-    ),
-    max_size=4,
-)
+VOCABS = vocabs(ALPHABET, max_extra=8)
+PHRASES = ban_phrases(ALPHABET)
 CONSUMING = ["a", "b", "é", " ", "A", "[ab]", "a+", "(?:ab|ba)", "[^a ]", r"\w"]
 patterns = st.lists(
     st.builds(
@@ -46,14 +35,7 @@ patterns = st.lists(
     ),
     max_size=3,
 )
-budgets = st.builds(RewindBudget, per_position=st.integers(0, 8), per_generation=st.integers(0, 60))
-sampling = st.fixed_dictionaries(
-    {
-        "max_new_tokens": st.integers(0, 30),
-        "temperature": st.sampled_from([0, 0.5, 1.0, 2.5]),
-        "seed": st.integers(0, 2**16),
-    }
-)
+SAMPLING = sampling(temperatures=[0, 0.5, 1.0, 2.5])
 
 
 def phrase_pattern(phrase: BanPhrase, ignore_case: bool, whole_words: bool) -> str:
@@ -72,13 +54,13 @@ def found(pattern: str, prompt: str, text: str) -> bool:
 
 @SETTINGS
 @given(
-    vocabs,
-    phrases,
+    VOCABS,
+    PHRASES,
     patterns,
     st.booleans(),
     st.booleans(),
     budgets,
-    sampling,
+    SAMPLING,
     st.integers(0, 2**16),
     st.sampled_from(ALPHABET),
 )
@@ -118,7 +100,7 @@ def test_bans_hold_unless_an_event_says_otherwise(
 
 
 @SETTINGS
-@given(vocabs, phrases, budgets, sampling, st.integers(0, 2**16))
+@given(VOCABS, PHRASES, budgets, SAMPLING, st.integers(0, 2**16))
 def test_generate_yields_the_final_tokens(vocab, slops, budget, kwargs, table):
     provider = random_provider(vocab, seed=table, eos_bias=-3)
     sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, slops), budget)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, BaseStrategy, Rewind, RewindEvent, TextEvent
-from backtrack_sampler.core.decisions import CONTINUE
+from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, RewindEvent, TextEvent
+from scripted import RewindOnce
 
 pytestmark = pytest.mark.llamacpp
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,26 +51,11 @@ def test_rewind_and_replay_reproduce_logits(provider, story_tokens):
     assert np.array_equal(provider.prefill(story_tokens), first)
 
 
-class _RewindOnce(BaseStrategy):
-    """Rewinds to position 5 when position 12 is sampled, once, without bans."""
-
-    def reset(self):
-        self.done = False
-
-    def holdback(self, ctx):
-        return 0 if self.done else len(ctx.tokens)
-
-    def on_token(self, ctx, token):
-        if not self.done and len(ctx.tokens) == 13:
-            self.done = True
-            return Rewind(5, reason="test")
-        return CONTINUE
-
-
 def test_engine_rewind_replays_identically_without_reprefill(provider, story_tokens):
     plain = BacktrackSampler(provider).generate_text(story_tokens, max_new_tokens=32, temperature=0)
     before = provider.positions_evaluated
-    replayed = BacktrackSampler(provider, _RewindOnce()).generate_text(story_tokens, max_new_tokens=32, temperature=0)
+    rewind_once = RewindOnce(after=13, to=5)
+    replayed = BacktrackSampler(provider, rewind_once).generate_text(story_tokens, max_new_tokens=32, temperature=0)
     assert replayed.tokens == plain.tokens and replayed.text == plain.text
     assert replayed.stats.rewinds == 1 and replayed.stats.tokens_rewound == 8
     # Re-generated: positions 6..12 were fed again (position 5 was re-sampled from cached logits).

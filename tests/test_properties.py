@@ -14,29 +14,19 @@ from backtrack_sampler import (
     Continue,
     ReplaceStrategy,
     Rewind,
-    RewindBudget,
     RewindEvent,
     RewindRefusedEvent,
     TextEvent,
 )
+from hypothesis_strategies import budgets, phrases, sampling, vocabs
 from scripted import EOS, BytesProvider, Scripted, check_stream, of, random_provider
 
 ALPHABET = "abA "
 SETTINGS = settings(max_examples=150, deadline=None)
 
-vocabs = st.lists(st.text(ALPHABET, min_size=2, max_size=3), max_size=6, unique=True).map(
-    lambda extra: [EOS, *ALPHABET, *(t for t in extra if t not in ALPHABET)]
-)
-phrases = st.lists(st.text("ab ", min_size=2, max_size=3), min_size=1, max_size=3)
-budgets = st.builds(RewindBudget, per_position=st.integers(0, 8), per_generation=st.integers(0, 60))
-sampling = st.fixed_dictionaries(
-    {
-        "max_new_tokens": st.integers(0, 30),
-        "temperature": st.sampled_from([0, 0.3, 1.0, 2.5]),
-        "top_k": st.sampled_from([0, 3, 50]),
-        "seed": st.integers(0, 2**16),
-    }
-)
+VOCABS = vocabs(ALPHABET, max_extra=6)
+PHRASES = phrases("ab ")
+SAMPLING = sampling(temperatures=[0, 0.3, 1.0, 2.5], top_ks=[0, 3, 50])
 
 
 def counted(strategy):
@@ -62,7 +52,7 @@ def check_accounting(events, counter, provider, budget, max_new_tokens, longest)
 
 
 @SETTINGS
-@given(vocabs, phrases, budgets, sampling, st.integers(0, 2**16), st.floats(0.5, 4.0))
+@given(VOCABS, PHRASES, budgets, SAMPLING, st.integers(0, 2**16), st.floats(0.5, 4.0))
 def test_antislop_runs(vocab, slops, budget, kwargs, table, scale):
     provider = random_provider(vocab, seed=table, scale=scale, eos_bias=-3)
     strategy, counter = counted(AntiSlopStrategy(provider, slops, whole_words=False))
@@ -82,7 +72,7 @@ def test_antislop_runs(vocab, slops, budget, kwargs, table, scale):
 
 
 @SETTINGS
-@given(vocabs, phrases, st.text(ALPHABET, max_size=4), budgets, sampling, st.integers(0, 2**16))
+@given(VOCABS, PHRASES, st.text(ALPHABET, max_size=4), budgets, SAMPLING, st.integers(0, 2**16))
 def test_antislop_and_replace_runs(vocab, slops, replacement, budget, kwargs, table):
     provider = random_provider(vocab, seed=table, eos_bias=-3)
     find = slops[0]
@@ -139,7 +129,7 @@ class BanPlan(Scripted):
         )
     ),
     budgets,
-    sampling,
+    SAMPLING,
     st.integers(0, 2**16),
 )
 def test_bans_hold_while_the_prefix_is_unchanged(plan_and_n, budget, kwargs, table):
@@ -157,7 +147,7 @@ UTF8_PIECES = [b"", b"a", b" ", b"\xc3", b"\xa9", b"\xe2\x82", b"\xac", b"\xe2",
 
 
 @SETTINGS
-@given(phrases, budgets, sampling, st.integers(0, 2**16))
+@given(PHRASES, budgets, SAMPLING, st.integers(0, 2**16))
 def test_streamed_text_is_the_incremental_decoding(slops, budget, kwargs, table):
     base = random_provider([EOS, *map(bytes.hex, UTF8_PIECES[1:])], seed=table)
     provider = BytesProvider(UTF8_PIECES, base.next_logits)

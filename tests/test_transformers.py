@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, Rewind
-from backtrack_sampler.core.decisions import CONTINUE
+from backtrack_sampler import AntiSlopStrategy, BacktrackSampler
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
+from scripted import RewindOnce
 
 torch = pytest.importorskip("torch", reason="torch is not installed (extra: transformers)")
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (extra: transformers)")
@@ -127,24 +127,11 @@ def test_greedy_noop_equals_generate_for_64_tokens(hf_smollm, hf_provider):
     assert list(ours.tokens) == out[0, len(prompt) :].tolist() and len(ours.tokens) == 64
 
 
-class _RewindOnce(BaseStrategy):
-    def reset(self):
-        self.done = False
-
-    def holdback(self, ctx):
-        return 0 if self.done else len(ctx.tokens)
-
-    def on_token(self, ctx, token):
-        if not self.done and len(ctx.tokens) == 12:
-            self.done = True
-            return Rewind(4, reason="test")
-        return CONTINUE
-
-
 def test_rewind_and_replay_reproduce_logits_on_the_embedded_model(hf_provider):
     prompt = hf_provider.encode(hf_provider.apply_chat_template(STORY))
     plain = BacktrackSampler(hf_provider).generate_text(prompt, max_new_tokens=24, temperature=0)
-    replay = BacktrackSampler(hf_provider, _RewindOnce()).generate_text(prompt, max_new_tokens=24, temperature=0)
+    rewind_once = RewindOnce(after=12, to=4)
+    replay = BacktrackSampler(hf_provider, rewind_once).generate_text(prompt, max_new_tokens=24, temperature=0)
     assert replay.tokens == plain.tokens and replay.stats.rewinds == 1
     assert replay.stats.positions_evaluated == plain.stats.positions_evaluated + 7
 
