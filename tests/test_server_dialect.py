@@ -19,13 +19,13 @@ PROMPT = "The capital of France is"
 
 
 @pytest.fixture(scope="module")
-def server_provider():
+def scripted():
     return scripted_provider()
 
 
 @pytest.fixture(scope="module")
-def http(server_provider):
-    return in_process_client(make_app(server_provider))
+def http(scripted):
+    return in_process_client(make_app(scripted))
 
 
 def complete(http, **fields):
@@ -40,24 +40,24 @@ def ids_of(logprobs) -> list[int]:
     return [int(t.removeprefix("token_id:")) for t in logprobs["tokens"]]
 
 
-def test_a_token_id_prompt_gives_what_the_text_prompt_gives(http, server_provider):
-    ids = server_provider.encode(PROMPT)
+def test_a_token_id_prompt_gives_what_the_text_prompt_gives(http, scripted):
+    ids = scripted.encode(PROMPT)
     by_text = complete(http, prompt=PROMPT)["choices"][0]["text"]
     by_ids = complete(http, prompt=ids)
-    assert by_ids["choices"][0]["text"] == by_text == greedy_text(reference_provider(server_provider), ids, 6)
+    assert by_ids["choices"][0]["text"] == by_text == greedy_text(reference_provider(scripted), ids, 6)
     assert by_ids["usage"]["prompt_tokens"] == len(ids)
-    batch = complete(http, prompt=[ids, server_provider.encode("Once upon a time")])  # several prompts
+    batch = complete(http, prompt=[ids, scripted.encode("Once upon a time")])  # several prompts
     assert [c["index"] for c in batch["choices"]] == [0, 1]
     assert batch["choices"][0]["text"] == by_text
 
 
-def test_logprobs_with_token_ids_are_the_raw_model_logprobs(http, server_provider):
-    ids = server_provider.encode(PROMPT)
+def test_logprobs_with_token_ids_are_the_raw_model_logprobs(http, scripted):
+    ids = scripted.encode(PROMPT)
     reply = complete(http, prompt=ids, logprobs=5, return_tokens_as_token_ids=True)
     logprobs = reply["choices"][0]["logprobs"]
     generated = ids_of(logprobs)
     assert len(generated) == 6 == reply["usage"]["completion_tokens"]
-    assert server_provider.decode(generated) == reply["choices"][0]["text"]
+    assert scripted.decode(generated) == reply["choices"][0]["text"]
     # vLLM's shape: the chosen token first, then the top 5 (so 5 or 6 entries), keyed "token_id:<id>".
     rows = zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"], strict=True)
     for chosen, value, top in rows:
@@ -66,7 +66,7 @@ def test_logprobs_with_token_ids_are_the_raw_model_logprobs(http, server_provide
         assert value == max(top.values())  # greedy takes the most likely token
     assert logprobs["text_offset"][0] == 0 and logprobs["text_offset"] == sorted(logprobs["text_offset"])
     # The same numbers as the model's own log-softmax at the first position.
-    provider = reference_provider(server_provider)
+    provider = reference_provider(scripted)
     raw = provider.prefill(ids).astype(np.float64)
     expected = raw - raw.max() - math.log(np.exp(raw - raw.max()).sum())
     best = np.argsort(-expected)[:5]
@@ -82,8 +82,8 @@ def test_logprobs_zero_gives_the_chosen_token_only(http):
     assert "".join(logprobs["tokens"]) == complete(http, prompt=PROMPT)["choices"][0]["text"]
 
 
-def test_logit_bias_minus_100_changes_the_greedy_token(http, server_provider):
-    ids = server_provider.encode(PROMPT)
+def test_logit_bias_minus_100_changes_the_greedy_token(http, scripted):
+    ids = scripted.encode(PROMPT)
     first = ids_of(complete(http, prompt=ids, logprobs=0, return_tokens_as_token_ids=True)["choices"][0]["logprobs"])
     banned = complete(http, prompt=ids, logprobs=0, return_tokens_as_token_ids=True, logit_bias={str(first[0]): -100})
     assert ids_of(banned["choices"][0]["logprobs"])[0] != first[0]
@@ -92,13 +92,13 @@ def test_logit_bias_minus_100_changes_the_greedy_token(http, server_provider):
     assert clamped["choices"][0]["text"] == banned["choices"][0]["text"]
 
 
-def test_logit_bias_plus_100_forces_a_token(http, server_provider):
-    zebra = server_provider.encode(" calm", add_bos=False)[0]
+def test_logit_bias_plus_100_forces_a_token(http, scripted):
+    zebra = scripted.encode(" calm", add_bos=False)[0]
     reply = complete(http, prompt=PROMPT, logprobs=0, return_tokens_as_token_ids=True, logit_bias={str(zebra): 100})
     assert ids_of(reply["choices"][0]["logprobs"]) == [zebra] * 6
 
 
-def test_chat_logprobs(http, server_provider):
+def test_chat_logprobs(http, scripted):
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "Name a color."}],
@@ -112,7 +112,7 @@ def test_chat_logprobs(http, server_provider):
     assert "".join(entry["token"] for entry in content) == choice["message"]["content"]
     for entry in content:
         assert len(entry["top_logprobs"]) == 3 and entry["logprob"] == entry["top_logprobs"][0]["logprob"]
-        assert bytes(entry["bytes"]) == server_provider.token_bytes(server_provider.encode(entry["token"], False)[0])
+        assert bytes(entry["bytes"]) == scripted.token_bytes(scripted.encode(entry["token"], False)[0])
     with_ids = http.post("/v1/chat/completions", json={**body, "return_tokens_as_token_ids": True}).json()
     tokens = [int(e["token"].removeprefix("token_id:")) for e in with_ids["choices"][0]["logprobs"]["content"]]
-    assert server_provider.decode(tokens) == choice["message"]["content"]
+    assert scripted.decode(tokens) == choice["message"]["content"]
