@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -23,14 +24,19 @@ from backtrack_sampler.batch import (
     run_batch,
 )
 from backtrack_sampler.cli import main
+from backtrack_sampler.core.base_provider import BaseProvider
 from scripted import EOS, text_provider
 
 VOCAB = [EOS, "a", "b", "c", " ", "."]
 
 
 def scripted():
-    """Writes "ab ab ab." then ends; bans make it write other words."""
-    return text_provider(VOCAB, lambda text: {EOS: 9.0} if len(text) > 12 else {"a": 3.0, "b": 2.0, " ": 1.5, "c": 1.0})
+    """Writes "ab ab ab." then ends; bans make it write other words. A model without a chat template."""
+    provider = text_provider(
+        VOCAB, lambda text: {EOS: 9.0} if len(text) > 12 else {"a": 3.0, "b": 2.0, " ": 1.5, "c": 1.0}
+    )
+    provider.apply_chat_template = functools.partial(BaseProvider.apply_chat_template, provider)
+    return provider
 
 
 def write_lines(path: Path, lines: list) -> Path:
