@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backtrack_sampler.core.checks import check_int, check_optional_int
+
 
 @dataclass(frozen=True)
 class RewindBudget:
@@ -23,12 +25,9 @@ class RewindBudget:
     max_positions_evaluated: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("per_position", "per_generation", "max_positions_evaluated"):
-            value = getattr(self, name)
-            if value is None and name != "per_position":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check_int("per_position", self.per_position)
+        check_optional_int("per_generation", self.per_generation)
+        check_optional_int("max_positions_evaluated", self.max_positions_evaluated)
 
     def generation_limit(self, max_new_tokens: int) -> int:
         """The per-generation rewind limit for a generation of ``max_new_tokens``."""

@@ -47,6 +47,7 @@ import numpy as np
 from backtrack_sampler.core.base_provider import BaseProvider, GenerationSetup
 from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.core.checks import is_int
 from backtrack_sampler.core.context import GenerationContext, Progress
 from backtrack_sampler.core.decisions import Continue, Rewind, Stop
 from backtrack_sampler.core.events import (
@@ -159,9 +160,7 @@ class BacktrackSampler:
     def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
             tokens = self.provider.encode(prompt)
-        elif isinstance(prompt, Sequence) and all(
-            isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompt
-        ):
+        elif isinstance(prompt, Sequence) and all(is_int(t) for t in prompt):
             tokens = [int(t) for t in prompt]
             bad = [t for t in tokens if not 0 <= t < self.provider.vocab_size]
             if bad:
@@ -390,7 +389,7 @@ class _Generation:
     def _rewind(self, decision: Rewind) -> RewindEvent | RewindRefusedEvent:
         name = decision.strategy or self.strategy.name
         position, length = decision.position, len(self.tokens)
-        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < length:
+        if not is_int(position) or not 0 <= position < length:
             raise ValueError(
                 f"{name} asked to rewind to position {position!r}; "
                 f"it must be an int in [0, {length - 1}] (the latest token is at {length - 1})"

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from backtrack_sampler.core.base_strategy import BaseStrategy
+from backtrack_sampler.core.checks import check_int, check_number
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.core.sampling import softmax
@@ -38,12 +39,9 @@ class CreativeWritingStrategy(BaseStrategy):
         top_k_threshold_flat: int = 9,
         eos_penalty: float = 0.8,
     ) -> None:
-        if not 0 < top_p_flat <= 1:
-            raise ValueError(f"top_p_flat must be in (0, 1], got {top_p_flat!r}")
-        if not isinstance(top_k_threshold_flat, int) or top_k_threshold_flat < 1:
-            raise ValueError(f"top_k_threshold_flat must be an integer >= 1, got {top_k_threshold_flat!r}")
-        if not 0 <= eos_penalty <= 1:
-            raise ValueError(f"eos_penalty must be in [0, 1], got {eos_penalty!r}")
+        check_number("top_p_flat", top_p_flat, 0, 1, low_open=True)
+        check_int("top_k_threshold_flat", top_k_threshold_flat, low=1)
+        check_number("eos_penalty", eos_penalty, 0, 1)
         self.provider = provider
         self.top_p_flat = top_p_flat
         self.top_k_threshold_flat = top_k_threshold_flat

@@ -8,6 +8,7 @@ from typing import TextIO
 import numpy as np
 
 from backtrack_sampler.core.base_strategy import BaseStrategy
+from backtrack_sampler.core.checks import check_int
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision
 from backtrack_sampler.core.sampling import softmax
@@ -26,8 +27,7 @@ class DebugStrategy(BaseStrategy):
     needs_full_logits = True
 
     def __init__(self, provider: Vocabulary, top_k: int = 5, out: TextIO | None = None) -> None:
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        check_int("top_k", top_k, low=1)
         self.provider = provider
         self.top_k = top_k
         self.out = out

@@ -9,6 +9,7 @@ from typing import TextIO
 import numpy as np
 
 from backtrack_sampler.core.base_strategy import BaseStrategy
+from backtrack_sampler.core.checks import check_int, check_number
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.core.sampling import softmax
@@ -43,12 +44,9 @@ class HumanGuidanceStrategy(BaseStrategy):
         ask: Callable[[str], str] = input,
         out: TextIO | None = None,
     ) -> None:
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-        if not 0 < min_autopass <= 1:
-            raise ValueError(f"min_autopass must be in (0, 1], got {min_autopass!r}")
-        if not isinstance(max_back, int) or max_back < 0:
-            raise ValueError(f"max_back must be an integer >= 0, got {max_back!r}")
+        check_int("top_k", top_k, low=1)
+        check_number("min_autopass", min_autopass, 0, 1, low_open=True)
+        check_int("max_back", max_back)
         self.provider = provider
         self.top_k = top_k
         self.min_autopass = min_autopass

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from backtrack_sampler.core.checks import check_int
 from backtrack_sampler.strategy.ban_rules import MAX_PATTERN_LENGTH, BanRegex
 from backtrack_sampler.strategy.phrase_tracker import PhraseMatch, prompt_tail
 
@@ -91,8 +92,7 @@ class RegexTracker:
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"regex_timeout must be a number of seconds > 0, got {timeout!r}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"regex_window must be an integer >= 1, got {window!r}")
+        check_int("regex_window", window, low=1)
         self.patterns = list(patterns)
         self.timeout = float(timeout)
         self.window = window

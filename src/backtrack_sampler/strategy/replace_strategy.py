@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from backtrack_sampler.core.base_strategy import BaseStrategy
+from backtrack_sampler.core.checks import check_int, check_number, check_optional_int
 from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.core.vocabulary import Vocabulary
@@ -40,14 +41,10 @@ class ReplaceStrategy(BaseStrategy):
             raise ValueError(f"find must be a list of non-empty strings, got {find!r}")
         if not isinstance(replace, str):
             raise TypeError(f"replace must be a string, got {type(replace).__name__}")
-        for name, value in (("max_replacements", max_replacements), ("skip_tokens", skip_tokens)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        limit = max_new_tokens_for_replace
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise ValueError(f"max_new_tokens_for_replace must be an integer >= 0 or None, got {limit!r}")
-        if not 0 < max_prob <= 1:
-            raise ValueError(f"max_prob must be in (0, 1], got {max_prob!r}")
+        check_int("max_replacements", max_replacements)
+        check_int("skip_tokens", skip_tokens)
+        check_optional_int("max_new_tokens_for_replace", max_new_tokens_for_replace)
+        check_number("max_prob", max_prob, 0, 1, low_open=True)
         self.provider = provider
         self.find = list(find)
         self.replace = replace
