@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from backtrack_sampler.strategy import registry
+
 _CONFIG = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
 
 
@@ -37,13 +39,16 @@ class StrategySpec(BaseModel):
 
     ``{"name": "creative_writing", "params": {"top_p_flat": 0.5}}``; a chain is
     ``{"name": "chain", "params": {"strategies": [spec, ...]}}`` (or simply a list
-    of specs). Names: ``antislop``, ``creative_writing``, ``adaptive_temperature``,
-    ``replace``, ``json``, ``chain``.
+    of specs). The names are those of the strategy registry (see ``name``).
     """
 
     model_config = _CONFIG
 
-    name: str = Field(description="The strategy's name, e.g. `antislop` or `creative_writing`.")
+    name: str = Field(
+        description="The strategy's name (aliases in parentheses): "
+        + ", ".join(f"`{e.name}`" + "".join(f" (`{a}`)" for a in e.aliases) for e in registry.strategy_entries(False))
+        + "."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Constructor parameters (JSON values).")
 
 
