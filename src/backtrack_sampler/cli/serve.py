@@ -1,20 +1,32 @@
 """``backtrack-sampler serve``: the OpenAI-compatible server and its playground, run by uvicorn.
 
-``add_serve_command`` registers the command on the CLI's subparsers; the
-model is loaded the way ``generate`` loads it (``cli.load_provider``).
-FastAPI and uvicorn are imported only when the command runs.
+The model is loaded as ``generate`` loads it (``options.load_provider``). The
+limit flags (``--max-tokens-limit``, ``--max-bans``, ...) are made from the
+fields of ``ServerSettings`` that carry a ``minimum``: one default each, the
+help from the class's docstring. FastAPI and uvicorn are imported only when
+the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
+import inspect
+import re
 import sys
 from pathlib import Path
 
-from backtrack_sampler import cli
-
-API_KEY_ENV = "BACKTRACK_SAMPLER_API_KEY"
+from backtrack_sampler.cli.options import (
+    API_KEY_ENV,
+    CliError,
+    add_api_key_option,
+    add_model_options,
+    int_at_least,
+    load_provider,
+    non_empty,
+    port,
+)
+from backtrack_sampler.server.settings import ServerSettings
 
 SERVE_EXAMPLES = f"""\
 examples:
@@ -43,32 +55,18 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = serve.add_argument_group("model")
-    cli.add_model_arguments(g)
+    add_model_options(g)
     g.add_argument(
         "--model-name",
-        type=cli._non_empty,
+        type=non_empty,
         metavar="ID",
         help="the model id clients send and /v1/models lists (default: the model file's name)",
     )
-    g.add_argument(
-        "--n-ctx",
-        type=cli._int_at_least(0),
-        default=2048,
-        metavar="N",
-        help="context length to load the model with; 0: the model's own (default: 2048)",
-    )
-    g.add_argument("--threads", type=cli._int_at_least(1), metavar="N", help="CPU threads for llama.cpp")
 
     g = serve.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    g.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
-    g.add_argument(
-        "--api-key",
-        type=cli._non_empty,
-        default=os.environ.get(API_KEY_ENV) or None,
-        metavar="KEY",
-        help=f"require 'Authorization: Bearer KEY' on /v1 requests (default: ${API_KEY_ENV}, else none)",
-    )
+    g.add_argument("--port", type=port, default=8000, help="port (default: 8000)")
+    add_api_key_option(g, "require 'Authorization: Bearer KEY' on /v1 requests; none when unset")
     g.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -77,37 +75,21 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     )
 
     g = serve.add_argument_group("limits (a request over a limit is answered 400)")
-    g.add_argument(
-        "--max-prompt-tokens",
-        type=cli._int_at_least(1),
-        metavar="N",
-        help="the longest prompt, in tokens (default: what the context holds)",
-    )
-    g.add_argument(
-        "--max-tokens-limit",
-        type=cli._int_at_least(1),
-        default=4096,
-        metavar="N",
-        help="the largest max_tokens; also chat's default (default: 4096; generation also stops at the context)",
-    )
-    g.add_argument(
-        "--max-bans",
-        type=cli._int_at_least(0),
-        default=1000,
-        metavar="N",
-        help="the most banned_strings and banned_regex entries in one request (default: 1000)",
-    )
-    g.add_argument(
-        "--max-logprobs",
-        type=cli._int_at_least(0),
-        default=20,
-        metavar="N",
-        help="the largest logprobs / top_logprobs (default: 20)",
-    )
+    docs = field_docs(ServerSettings)
+    for field in limit_fields():
+        default = "" if field.default is None else f" (default: {field.default})"
+        g.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=int_at_least(field.metadata["minimum"]),
+            default=field.default,
+            metavar="N",
+            help=docs.get(field.name, "") + default,
+        )
+
     g = serve.add_argument_group("performance")
     g.add_argument(
         "--saved-prefixes",
-        type=cli._int_at_least(0),
+        type=int_at_least(0),
         default=16,
         metavar="N",
         help=(
@@ -118,11 +100,26 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.set_defaults(handler=run_serve)
 
 
-def _port(text: str) -> int:
-    value = cli._number(text, int)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in [0, 65535], got {text!r}")
-    return value
+def limit_fields() -> list[dataclasses.Field]:
+    """The fields of ``ServerSettings`` that ``serve`` offers as flags (those with a ``minimum``)."""
+    return [f for f in dataclasses.fields(ServerSettings) if "minimum" in f.metadata]
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{argument: its description}`` from the ``Args:`` section of ``cls``'s docstring, as plain text."""
+    docs: dict[str, str] = {}
+    name = None
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    for line in lines[lines.index("Args:") + 1 :] if "Args:" in lines else []:
+        entry = re.match(r" {4}(\w+): (.*)", line)
+        if entry:
+            name = entry[1]
+            docs[name] = entry[2]
+        elif line.startswith(" " * 8) and name is not None:
+            docs[name] += " " + line.strip()
+        elif line.strip():
+            break  # the next section
+    return {name: text.replace("``None``", "unset").replace("``", "").rstrip(".") for name, text in docs.items()}
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -132,22 +129,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
         from backtrack_sampler.server.app import create_app
     except ImportError as exc:
-        raise cli.CliError(
+        raise CliError(
             f"the server needs FastAPI and uvicorn ({exc}); install them with: pip install 'backtrack_sampler[server]'"
         ) from None
-    provider = cli.load_provider(args)
+    provider = load_provider(args)
     if args.saved_prefixes:
         provider.keep_snapshots(args.saved_prefixes)
     name = args.model_name or _default_name(args.model)
-    app = create_app(
-        provider,
-        name,
-        api_key=args.api_key,
-        max_prompt_tokens=args.max_prompt_tokens,
-        max_tokens_limit=args.max_tokens_limit,
-        max_bans=args.max_bans,
-        max_logprobs=args.max_logprobs,
-    )
+    limits = {field.name: getattr(args, field.name) for field in limit_fields()}
+    app = create_app(provider, name, api_key=args.api_key, **limits)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {name!r} on http://{shown}:{args.port}/ (API: /v1, playground: /)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

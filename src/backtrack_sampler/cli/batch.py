@@ -1,0 +1,208 @@
+"""``backtrack-sampler batch``: the command's arguments and its handler (the work is in ``backtrack_sampler.batch``).
+
+A local model is loaded as ``generate`` loads it (``options.load_provider``), a
+remote one through ``OpenAICompatibleProvider``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from backtrack_sampler.cli.generate import describe_strategies, strategy_choices
+from backtrack_sampler.cli.options import (
+    API_KEY_ENV,
+    EXIT_INTERRUPTED,
+    CliError,
+    add_api_key_option,
+    add_ban_options,
+    add_budget_options,
+    add_model_options,
+    add_sampling_options,
+    budget,
+    dest,
+    int_at_least,
+    load_provider,
+    merged_bans,
+    model_file,
+    non_empty,
+    one_line,
+)
+
+EXIT_FAILED = 1
+
+BATCH_EXAMPLES = f"""\
+examples:
+  backtrack-sampler batch prompts.jsonl -o results.jsonl --max-tokens 200
+  backtrack-sampler batch prompts.jsonl -o results.jsonl --slop --ban tapestry --ban-file bans.txt \\
+      --events-out pairs.jsonl
+  backtrack-sampler batch prompts.jsonl -o results.jsonl --concurrency 16 \\
+      --remote-url http://127.0.0.1:8000/v1 --remote-model smollm2 --tokenizer ./SmolLM2.gguf
+
+Each input line is a JSON object: "id" and "prompt" (raw text) or "messages" (chat), and
+optionally max_tokens, temperature, seed, top_p, top_k, min_p, banned_strings and
+strategy ("antislop", "replace", "json", ... or {{"name": ..., "params": {{...}}}}).
+Each output line holds the id, the text, the finish reason and the stats, or an error.
+Killed at any moment and started again with the same command, it finishes the rest:
+no line lost, none twice. The API key comes from --api-key or ${API_KEY_ENV}.
+"""
+
+
+def add_batch_command(commands: argparse._SubParsersAction) -> None:
+    """Add ``batch`` to the ``backtrack-sampler`` subcommands."""
+    batch = commands.add_parser(
+        "batch",
+        help="turn a JSONL file of prompts into a JSONL file of results (resumable)",
+        description=(
+            "Generate for every line of INPUT and append the results to OUTPUT; lines already\n"
+            "answered in OUTPUT are skipped, so an interrupted run is finished by running it again."
+        ),
+        epilog=BATCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument("input", type=Path, metavar="INPUT", help="the prompts, one JSON object per line")
+    batch.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT", help="the results (JSONL)")
+    batch.add_argument(
+        "--events-out",
+        type=Path,
+        metavar="PATH",
+        help="write a preference pair (prompt, chosen, rejected) per rewind that banned text",
+    )
+    batch.add_argument(
+        "--concurrency",
+        type=int_at_least(1),
+        metavar="N",
+        help="sequences in flight (default: 8 with --remote-url; a local model runs 1)",
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+
+    add_model_options(batch.add_argument_group("local model (default: the embedded SmolLM2 through llama.cpp)"))
+
+    g = batch.add_argument_group("remote engine (vLLM, SGLang, backtrack-sampler serve)")
+    g.add_argument("--remote-url", type=non_empty, metavar="URL", help="e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--remote-model", type=non_empty, metavar="NAME", help="the served model's name")
+    g.add_argument(
+        "--tokenizer",
+        type=model_file,
+        metavar="PATH",
+        help="the served model's .gguf or HF directory (token ids are sent, never text)",
+    )
+    add_api_key_option(g, "bearer token for the server")
+    g.add_argument(
+        "--remote-mode",
+        choices=("auto", "chunk", "step"),
+        default="auto",
+        help="chunk: the engine samples chunks the strategy checks; step: one token per request (default: auto)",
+    )
+    g.add_argument("--chunk-size", type=int_at_least(1), default=64, metavar="N", help="tokens per chunk")
+
+    g = batch.add_argument_group("defaults for lines that do not set them")
+    g.add_argument("--max-tokens", type=int_at_least(1), default=256, metavar="N", help="(default: 256)")
+    add_sampling_options(g)
+    g.add_argument(
+        "--strategy",
+        choices=strategy_choices(interactive=False),
+        metavar="NAME",
+        help=f"the strategy of lines without one: {describe_strategies(interactive=False)}",
+    )
+
+    g = batch.add_argument_group("bans for every line (added to each line's banned_strings)")
+    add_ban_options(g, matching=False)
+    add_budget_options(g)
+    batch.set_defaults(handler=run_batch_command)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not args.input.is_file():
+        raise CliError(f"argument INPUT: file not found: {str(args.input)!r}")
+    paths = [args.input.resolve(), args.output.resolve()]
+    if args.events_out is not None:
+        paths.append(args.events_out.resolve())
+    if len(set(paths)) < len(paths):
+        raise CliError("argument --output: INPUT, OUTPUT and --events-out must be three different files")
+    if args.remote_url is not None:
+        for flag, value in (("--remote-model", args.remote_model), ("--tokenizer", args.tokenizer)):
+            if value is None:
+                raise CliError(f"argument {flag}: --remote-url needs {flag}")
+        if args.model is not None:
+            raise CliError("argument --model: give either --model (local) or --remote-url, not both")
+        return
+    for flag in ("--remote-model", "--tokenizer"):
+        if getattr(args, dest(flag)) is not None:
+            raise CliError(f"argument {flag}: only applies with --remote-url")
+    if args.concurrency not in (None, 1):
+        raise CliError(
+            f"argument --concurrency: a local model runs one sequence at a time, got {args.concurrency}; "
+            "use --remote-url for concurrency"
+        )
+
+
+def _providers(args: argparse.Namespace) -> list:
+    if args.remote_url is None:
+        return [load_provider(args)]
+    try:
+        from backtrack_sampler.provider.openai_compatible_provider import OpenAICompatibleProvider, RemoteError
+    except ImportError as exc:
+        raise CliError(
+            f"--remote-url needs httpx ({exc}); install it with: pip install 'backtrack_sampler[remote]'"
+        ) from None
+    try:
+        base = OpenAICompatibleProvider(
+            args.remote_url,
+            args.remote_model,
+            api_key=args.api_key,
+            tokenizer=args.tokenizer,
+            mode=args.remote_mode,
+            chunk_size=args.chunk_size,
+        )
+    except RemoteError as exc:
+        raise CliError(f"argument --remote-url: {exc}") from None
+    return [base] + [base.spawn() for _ in range((args.concurrency or 8) - 1)]
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    """The ``batch`` command: check the arguments, load the model(s), run what is left."""
+    from backtrack_sampler.batch import BatchDefaults, BatchError, run_batch
+
+    _check(args)
+    defaults = BatchDefaults(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        seed=args.seed,
+        bans=tuple(merged_bans(args)),
+        strategy=args.strategy,
+    )
+    rewinds = budget(args)
+    providers = _providers(args)
+    try:
+        summary = run_batch(
+            args.input,
+            args.output,
+            providers,
+            defaults,
+            events_path=args.events_out,
+            budget=rewinds,
+            progress=None if args.no_progress else sys.stderr,
+        )
+    except BatchError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to finish the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for provider in providers:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()
+    if not args.no_progress:
+        print(
+            f"{summary.ran} lines answered now, {summary.done_before} before; {summary.errors} errors; "
+            f"{summary.pairs} preference pairs",
+            file=sys.stderr,
+        )
+    return 0

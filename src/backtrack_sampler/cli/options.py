@@ -1,0 +1,293 @@
+"""What the commands share: ``CliError``, the argparse value checks, and the option groups.
+
+Every value is checked as it is parsed, so a bad one is reported with its
+flag (``error: argument --top-p: must be in (0, 1], got '2'``). The option
+groups (``add_model_options``, ``add_sampling_options``, ``add_ban_options``,
+``add_budget_options``, ``add_api_key_option``) are written once here and
+added by each command that takes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from backtrack_sampler import models
+from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.strategy.ban_rules import BanPhrase, load_ban_list
+from backtrack_sampler.strategy.slop_list import default_slop_list
+
+if TYPE_CHECKING:
+    from backtrack_sampler.core.base_provider import BaseProvider
+
+API_KEY_ENV = "BACKTRACK_SAMPLER_API_KEY"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A problem with the user's input or setup: printed as one ``error:`` line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise ``CliError`` (one line, no usage dump) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message)
+
+
+# -- value checks used as argparse types ----------------------------------------------------------
+def number(text: str, kind: type) -> float | int:
+    """``text`` as ``kind`` (int or float), finite."""
+    try:
+        value = kind(text)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """A check for an integer >= ``low``."""
+
+    def check(text: str) -> int:
+        value = number(text, int)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    return check
+
+
+def float_in(low: float, high: float | None, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    """A check for a float in an interval such as (0, 1] (``high=None``: no upper bound)."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    shown = f"must be >= {low:g}" if high is None else f"must be in {left}{low:g}, {high:g}{right}"
+
+    def check(text: str) -> float:
+        value = number(text, float)
+        too_low = value <= low if low_open else value < low
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            raise argparse.ArgumentTypeError(f"{shown}, got {text!r}")
+        return value
+
+    return check
+
+
+def port(text: str) -> int:
+    """A TCP port, in [0, 65535]."""
+    value = number(text, int)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in [0, 65535], got {text!r}")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """Any text but the empty string."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty, got ''")
+    return text
+
+
+def coefficients(text: str) -> tuple[float, ...]:
+    """Comma-separated finite numbers: ``"1, -2, 3"``."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated numbers, highest power first, got {text!r}"
+        ) from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"must be finite numbers, got {text!r}")
+    return values
+
+
+def ban_file(text: str) -> list[BanPhrase]:
+    """The phrases of a ban list file (JSON or one phrase per line)."""
+    try:
+        return load_ban_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def model_file(text: str) -> Path:
+    """A path that exists (a model file or directory)."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"file not found: {text!r}")
+    return path
+
+
+# -- helpers of the parsed arguments --------------------------------------------------------------
+def dest(flag: str) -> str:
+    """The ``args`` attribute of a flag: ``--top-p`` -> ``top_p``."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+def given(args: argparse.Namespace, **params: str) -> dict:
+    """``{parameter: args.<dest>}`` for the options the user gave; the others keep the library's defaults."""
+    values = {param: getattr(args, dest) for param, dest in params.items()}
+    return {param: value for param, value in values.items() if value is not None}
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (its type's name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# -- option groups ---------------------------------------------------------------------------------
+def add_model_options(g: argparse._ArgumentGroup, n_ctx: bool = True) -> None:
+    """``--backend`` and ``--model`` (and ``--n-ctx``, ``--threads``): the commands that load a model."""
+    g.add_argument(
+        "--backend",
+        choices=models.BACKENDS,
+        default="llamacpp",
+        help="llama.cpp (default) or Hugging Face transformers (extra: transformers)",
+    )
+    g.add_argument(
+        "--model",
+        type=model_file,
+        metavar="PATH",
+        help="a .gguf file, or a local model directory with --backend transformers (default: SmolLM2)",
+    )
+    if not n_ctx:
+        return
+    g.add_argument(
+        "--n-ctx",
+        type=int_at_least(0),
+        default=2048,
+        metavar="N",
+        help="context length to load the model with; 0: the model's own (default: 2048)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        metavar="N",
+        help="CPU threads for llama.cpp (default: llama.cpp's choice)",
+    )
+
+
+def load_provider(args: argparse.Namespace) -> BaseProvider:
+    """The model of ``--model``/``--backend``/``--n-ctx``/``--threads`` (see ``models.load_provider``)."""
+    return models.load_provider(args.model, args.backend, n_ctx=args.n_ctx, threads=args.threads)
+
+
+def add_sampling_options(g: argparse._ArgumentGroup) -> None:
+    """``--temperature``, ``--top-k``, ``--top-p``, ``--min-p`` and ``--seed``."""
+    g.add_argument(
+        "--temperature",
+        type=float_in(0, None),
+        default=1.0,
+        metavar="T",
+        help="0 means greedy (default: 1.0)",
+    )
+    g.add_argument(
+        "--top-k",
+        type=int_at_least(0),
+        default=50,
+        metavar="K",
+        help="keep the K most likely tokens, 0 disables (default: 50)",
+    )
+    g.add_argument(
+        "--top-p", type=float_in(0, 1, low_open=True), metavar="P", help="nucleus mass in (0, 1] (default: off)"
+    )
+    g.add_argument(
+        "--min-p",
+        type=float_in(0, 1, high_open=True),
+        metavar="P",
+        help="drop tokens below P times the best probability, in [0, 1)",
+    )
+    g.add_argument("--seed", type=int_at_least(0), metavar="N", help="makes sampling reproducible")
+
+
+def add_ban_options(g: argparse._ArgumentGroup, matching: bool = True) -> None:
+    """``--ban``, ``--ban-file``, ``--slop`` (see ``merged_bans``); ``matching`` adds regex and matching flags.
+
+    Flags not given are ``None``, so a command can tell them from their defaults.
+    """
+    g.add_argument("--ban", action="append", type=non_empty, metavar="PHRASE", help="a phrase to ban (repeatable)")
+    g.add_argument(
+        "--ban-file",
+        action="append",
+        type=ban_file,
+        metavar="PATH",
+        help="phrases to ban from a file: JSON ['phrase', ...] or [['phrase', factor], ...], "
+        "or text with one phrase per line (repeatable)",
+    )
+    if matching:
+        g.add_argument(
+            "--ban-regex",
+            action="append",
+            type=non_empty,
+            metavar="PATTERN",
+            help="a regular expression to ban (repeatable; syntax of the 'regex' package, (?i) to ignore case)",
+        )
+    g.add_argument(
+        "--slop",
+        action="store_true",
+        default=None,
+        help="ban the project's default English slop list (230 over-used words and phrases, most as soft bans)",
+    )
+    if not matching:
+        return
+    g.add_argument(
+        "--ban-case-sensitive",
+        action="store_true",
+        default=None,
+        help="match banned phrases case-sensitively (default: ignore case)",
+    )
+    g.add_argument(
+        "--ban-substrings",
+        action="store_true",
+        default=None,
+        help="match banned phrases anywhere, even inside words (default: whole words, so 'avid' spares 'David')",
+    )
+
+
+def merged_bans(args: argparse.Namespace) -> list[BanPhrase]:
+    """``--slop``, ``--ban-file`` and ``--ban`` in one list; later sources override earlier ones for a phrase."""
+    phrases: dict[str, BanPhrase] = {}
+    sources = [default_slop_list() if args.slop else [], *(args.ban_file or []), [BanPhrase(b) for b in args.ban or []]]
+    for source in sources:
+        phrases.update((phrase.text, phrase) for phrase in source)
+    return list(phrases.values())
+
+
+def add_budget_options(g: argparse._ArgumentGroup) -> None:
+    """``--max-rewinds`` and ``--rewinds-per-position`` (see ``budget``)."""
+    g.add_argument(
+        "--max-rewinds",
+        type=int_at_least(0),
+        metavar="N",
+        help="rewinds allowed in one generation (default: max(64, 2 x max-new-tokens))",
+    )
+    g.add_argument(
+        "--rewinds-per-position",
+        type=int_at_least(0),
+        metavar="N",
+        help="rewinds allowed at one position (default: 16)",
+    )
+
+
+def budget(args: argparse.Namespace) -> RewindBudget:
+    """The rewind budget of ``--max-rewinds`` and ``--rewinds-per-position`` (library defaults for the others)."""
+    return RewindBudget(**given(args, per_position="rewinds_per_position", per_generation="max_rewinds"))
+
+
+def add_api_key_option(g: argparse._ArgumentGroup, help: str) -> None:
+    """``--api-key KEY``, by default from ``$BACKTRACK_SAMPLER_API_KEY``."""
+    g.add_argument(
+        "--api-key",
+        type=non_empty,
+        default=os.environ.get(API_KEY_ENV) or None,
+        metavar="KEY",
+        help=f"{help} (default: ${API_KEY_ENV})",
+    )
