@@ -249,6 +249,21 @@ def test_the_cli_offers_registered_names(fresh_registry, capsys):
     assert isinstance(cli.build_strategy(["shout"], args, scripted()), ShoutStrategy)
 
 
+def test_the_cli_takes_a_json_spec_chained_after_its_flags(fresh_registry, capsys):
+    registry.register("shout", ShoutStrategy)
+    spec = '{"name": "shout", "params": {"keep": "b"}}'
+    args = cli.build_parser().parse_args(["generate", "hi", "--strategy", "creative", "--strategy-json", spec])
+    strategy = cli.build_strategy(cli.strategy_names(args), args, scripted())
+    assert isinstance(strategy, ChainStrategy)
+    creative, shout = strategy.strategies
+    assert isinstance(creative, CreativeWritingStrategy) and isinstance(shout, ShoutStrategy) and shout.keep == "b"
+
+    assert cli.main(["generate", "hi", "--strategy-json", '["json", {"name": "shout", "params": {"x": 1}}]']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --strategy-json: strategy.1.params.x: 'x' is not a parameter")
+    assert err.count("\n") == 1
+
+
 @pytest.mark.llamacpp
 def test_the_cli_runs_a_plugin_strategy_on_the_real_model(monkeypatch, fresh_registry, capsys):
     pytest.importorskip("llama_cpp")

@@ -15,6 +15,7 @@ The pieces, in the order ``run_generate`` uses them:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -40,6 +41,7 @@ from backtrack_sampler.core.events import Event, FinishEvent, RewindEvent, Rewin
 from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.strategy import registry
 from backtrack_sampler.strategy.adaptive_temperature_strategy import DEFAULT_POLY_COEFFS
+from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 
 if TYPE_CHECKING:
     from backtrack_sampler.core.base_provider import BaseProvider
@@ -137,6 +139,13 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"how to backtrack: {describe_strategies()} (default: none); --ban adds antislop, "
         "--find adds replace, and several combine into a chain",
+    )
+    g.add_argument(
+        "--strategy-json",
+        type=strategy_spec,
+        metavar="SPEC",
+        help='a strategy spec as JSON, as in batch lines and server requests: a name, {"name": ..., '
+        '"params": {...}}, or a list of them (a chain); chained after the others',
     )
     add_budget_options(g)
 
@@ -267,15 +276,35 @@ def strategy_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def build_strategy(names: Sequence[str], args: argparse.Namespace, provider: BaseProvider) -> BaseStrategy | None:
-    """One strategy per name, with the parameters its flags give (a chain when several); ``None`` for none."""
-    specs = [{"name": name, "params": strategy_params(name, args)} for name in names]
-    if not specs:
-        return None
+def strategy_spec(text: str) -> Any:
+    """``--strategy-json``: a spec in JSON, checked against the registry (names and parameter names)."""
     try:
-        return registry.build_strategy(specs[0] if len(specs) == 1 else specs, provider)
-    except registry.StrategySpecError as exc:
-        raise CliError(exc.detail) from None
+        spec = json.loads(text)
+        registry.check_spec(spec)
+    except ValueError as exc:  # json.JSONDecodeError and StrategySpecError are ValueErrors
+        raise argparse.ArgumentTypeError(f"{exc} (in {text!r})") from None
+    return spec
+
+
+def build_strategy(names: Sequence[str], args: argparse.Namespace, provider: BaseProvider) -> BaseStrategy | None:
+    """One strategy per name, with the parameters its flags give, then ``--strategy-json``'s; chained when several.
+
+    ``None`` when there is no strategy.
+    """
+    strategies = []
+    for name in names:
+        try:
+            strategies.append(registry.build_strategy({"name": name, "params": strategy_params(name, args)}, provider))
+        except registry.StrategySpecError as exc:
+            raise CliError(exc.detail) from None  # the constructor's words: the flags name the parameters
+    if getattr(args, "strategy_json", None) is not None:
+        try:
+            strategies.append(registry.build_strategy(args.strategy_json, provider))
+        except registry.StrategySpecError as exc:
+            raise CliError(f"argument --strategy-json: {exc}") from None
+    if not strategies:
+        return None
+    return strategies[0] if len(strategies) == 1 else ChainStrategy(strategies)
 
 
 def strategy_params(name: str, args: argparse.Namespace) -> dict[str, Any]:
