@@ -154,6 +154,39 @@ def test_a_bug_stops_the_run_and_is_not_written_as_a_bad_line(tmp_path):
     assert run_batch(source, out, [scripted()], progress=None).ran == 2
 
 
+def test_strategies_come_from_the_registry_and_the_bans_join_them(tmp_path):
+    from backtrack_sampler import AdaptiveTemperatureStrategy, AntiSlopStrategy, ChainStrategy
+    from backtrack_sampler.batch import build_strategy
+
+    def strategy(spec, bans=("zz",)):
+        line = json.dumps({"id": 1, "prompt": "a", "strategy": spec})
+        return build_strategy(parse_line(line, 1, BatchDefaults(bans=bans)), scripted())
+
+    antislop = strategy({"name": "antislop", "params": {"slops": ["ab"]}})
+    assert isinstance(antislop, AntiSlopStrategy) and antislop.slops == ["zz", "ab"]  # one AntiSlop, bans first
+    chained = strategy({"name": "adaptive", "params": {"poly_coeffs": [1.0]}})
+    assert isinstance(chained, ChainStrategy)
+    assert [type(s) for s in chained.strategies] == [AdaptiveTemperatureStrategy, AntiSlopStrategy]
+    assert strategy("none", bans=()) is None and strategy(None, bans=()) is None
+
+    lines = [
+        {"id": "none", "prompt": "a", "strategy": "none", "banned_strings": ["ab"]},
+        {"id": "param", "prompt": "a", "strategy": {"name": "creative", "params": {"nope": 1}}},
+        {"id": "value", "prompt": "a", "strategy": {"name": "adaptive", "params": {"poly_coeffs": []}}},
+        {"id": "human", "prompt": "a", "strategy": "human"},
+        {"id": "chain", "prompt": "a", "strategy": ["adaptive_temperature", "json"], "banned_strings": ["ab"]},
+    ]
+    source, out = write_lines(tmp_path / "in.jsonl", lines), tmp_path / "out.jsonl"
+    run_batch(source, out, [scripted()], BatchDefaults(max_tokens=3, temperature=0), progress=None)
+    records = {r["id"]: r for r in read_records(out)}
+    assert "error" not in records["chain"], records["chain"]
+    errors = {name: records[name]["error"]["message"] for name in ("none", "param", "value", "human")}
+    assert "strategy 'none' cannot apply banned_strings" in errors["none"]
+    assert errors["param"].startswith("strategy.params.nope: 'nope' is not a parameter of CreativeWritingStrategy")
+    assert errors["value"].startswith("strategy.params.poly_coeffs: AdaptiveTemperatureStrategy: poly_coeffs must")
+    assert "strategy must be one of none, adaptive_temperature, antislop" in errors["human"]
+
+
 def test_parse_line_fills_in_the_defaults():
     job = parse_line('{"id": 7, "prompt": "x", "top_k": 0}', 3, BatchDefaults(max_tokens=9, seed=2, bans=("zz",)))
     assert job.id == 7 and job.line == 3 and job.prompt == "x" and job.bans == ("zz",)

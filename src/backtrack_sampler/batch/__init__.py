@@ -36,9 +36,10 @@ from backtrack_sampler.batch.job import build_strategy, prepare, result_record, 
 from backtrack_sampler.batch.jsonl import JsonlAppender, recover_jsonl, rewrite_jsonl
 from backtrack_sampler.batch.lines import (
     LINE_FIELDS,
-    STRATEGY_NAMES,
+    NO_STRATEGY,
     BatchDefaults,
     Job,
+    check_strategy,
     make_job,
     parse_line,
     read_line,
@@ -52,7 +53,7 @@ from backtrack_sampler.batch.run import BatchSummary, run_batch
 __all__ = [
     "LINE_ERRORS",
     "LINE_FIELDS",
-    "STRATEGY_NAMES",
+    "NO_STRATEGY",
     "BatchDefaults",
     "BatchError",
     "BatchSummary",
@@ -62,6 +63,7 @@ __all__ = [
     "Plan",
     "Progress",
     "build_strategy",
+    "check_strategy",
     "comparable_continuation",
     "error_record",
     "make_job",

@@ -11,12 +11,12 @@ not bad input, and stops the run (a remote server that fails is a
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
 from backtrack_sampler.batch.errors import BatchError, LineError, error_record
-from backtrack_sampler.batch.lines import Job
+from backtrack_sampler.batch.lines import Job, is_no_strategy
 from backtrack_sampler.batch.pairs import preference_pairs
 from backtrack_sampler.core.base_provider import BaseProvider
 from backtrack_sampler.core.base_strategy import BaseStrategy
@@ -24,45 +24,49 @@ from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.core.engine import BacktrackSampler
 from backtrack_sampler.core.events import Event, FinishEvent, RewindEvent
 from backtrack_sampler.provider.remote.wire import RemoteError
+from backtrack_sampler.strategy import registry
+from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 
 # What ``run_job`` gives: the output record (``None`` when stopped) and the job's preference pairs.
 JobRecords = tuple["dict[str, Any] | None", list[dict[str, Any]]]
 
 
 def build_strategy(job: Job, provider: BaseProvider) -> BaseStrategy | None:
-    """The job's strategy: the named one (with its params), plus AntiSlop for the bans; chained when both."""
-    from backtrack_sampler.strategy.adaptive_temperature_strategy import AdaptiveTemperatureStrategy
-    from backtrack_sampler.strategy.antislop_strategy import AntiSlopStrategy
-    from backtrack_sampler.strategy.chain_strategy import ChainStrategy
-    from backtrack_sampler.strategy.creative_writing_strategy import CreativeWritingStrategy
-    from backtrack_sampler.strategy.json_strategy import JsonStrategy
-    from backtrack_sampler.strategy.replace_strategy import ReplaceStrategy
+    """The job's strategy (``strategy.registry``), plus an AntiSlop for its bans; chained when both.
 
-    spec = job.strategy
-    name = spec.get("name") if isinstance(spec, dict) else spec
-    params = dict(spec.get("params", {})) if isinstance(spec, dict) else {}
-    if name == "none" and job.bans:
-        raise LineError("invalid_params", "strategy 'none' cannot apply banned_strings (or --ban)")
-    factories: dict[str, Callable[[], BaseStrategy]] = {
-        "antislop": lambda: AntiSlopStrategy(provider, [*job.bans, *params.pop("slops", [])], **params),
-        "replace": lambda: ReplaceStrategy(provider, **params),
-        "creative": lambda: CreativeWritingStrategy(provider, **params),
-        "adaptive": lambda: AdaptiveTemperatureStrategy(**params),
-        "json": lambda: JsonStrategy(provider, **params),
-    }
+    An ``antislop`` spec takes the bans into its own ``slops`` instead.
+    Raises ``LineError`` when a constructor refuses its parameters.
+    """
+    from backtrack_sampler.strategy.antislop_strategy import AntiSlopStrategy
+
+    spec = None if is_no_strategy(job.strategy) else job.strategy
+    takes_bans = _names_antislop(spec)
+    if takes_bans:
+        params = spec.get("params", {}) if isinstance(spec, dict) else {}
+        slops = params.get("slops", [])
+        if not isinstance(slops, list):
+            raise LineError("invalid_params", f"strategy.params.slops: must be a list of phrases, got {slops!r}")
+        spec = {"name": "antislop", "params": {**params, "slops": [*job.bans, *slops]}}
     strategies = []
     try:
-        if name in factories:
-            strategies.append(factories[name]())
-        if job.bans and name != "antislop":
+        if spec is not None:
+            strategies.append(registry.build_strategy(spec, provider, interactive=False))
+        if job.bans and not takes_bans:
             strategies.append(AntiSlopStrategy(provider, job.bans))
-    except (TypeError, ValueError) as exc:
-        raise LineError("invalid_params", f"strategy {name!r}: {exc}") from None
-    if name == "antislop" and not strategies[0].phrases and not strategies[0].patterns:
+    except ValueError as exc:  # StrategySpecError, or AntiSlop refusing a ban
+        raise LineError("invalid_params", str(exc)) from None
+    if takes_bans and not strategies[0].phrases and not strategies[0].patterns:
         raise LineError("invalid_params", "strategy 'antislop' needs banned_strings (or --ban)")
-    if not strategies:
-        return None
-    return strategies[0] if len(strategies) == 1 else ChainStrategy(strategies)
+    if len(strategies) < 2:
+        return strategies[0] if strategies else None
+    return ChainStrategy(strategies)
+
+
+def _names_antislop(spec: Any) -> bool:
+    """Whether ``spec`` is AntiSlop by name or alias (a chain is not)."""
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    entry = registry.lookup(name) if isinstance(name, str) else None
+    return entry is not None and entry.name == "antislop"
 
 
 def prepare(job: Job, provider: BaseProvider, budget: RewindBudget | None = None) -> tuple[str, Iterator[Event]]:

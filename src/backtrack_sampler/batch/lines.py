@@ -2,7 +2,8 @@
 
 Every check that needs no model is done here, when the run is planned, so a
 bad line is reported before anything runs. Sampling fields are checked by
-``SamplingParams``, the one place that knows their bounds.
+``SamplingParams`` and the strategy spec by the strategy registry
+(``strategy.registry.check_spec``): the places that know their rules.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from backtrack_sampler.batch.errors import LineError
 from backtrack_sampler.core.checks import check_int, is_int
 from backtrack_sampler.core.sampling import SamplingParams
+from backtrack_sampler.strategy import registry
 
 LINE_FIELDS = (
     "id",
@@ -29,7 +31,7 @@ LINE_FIELDS = (
     "banned_strings",
     "strategy",
 )
-STRATEGY_NAMES = ("none", "antislop", "replace", "creative", "adaptive", "json")
+NO_STRATEGY = "none"  # a line's strategy that asks for none (not even the AntiSlop of the bans)
 
 # A line's sampling field -> the SamplingParams field it sets.
 _SAMPLING_FIELDS = {
@@ -98,9 +100,10 @@ def make_job(data: dict[str, Any], job_id: str | int, line: int, defaults: Batch
     banned = data.get("banned_strings") or []
     if not isinstance(banned, list) or not all(isinstance(b, str) and b for b in banned):
         raise LineError("invalid_params", f"banned_strings must be a list of non-empty strings, got {banned!r}")
+    bans = (*defaults.bans, *banned)
     strategy = data.get("strategy", defaults.strategy)
-    _check_strategy_spec(strategy)
-    return Job(job_id, line, prompt, messages, params, (*defaults.bans, *banned), strategy)
+    check_strategy(strategy, bans)
+    return Job(job_id, line, prompt, messages, params, bans, strategy)
 
 
 def parse_line(text: str, line: int, defaults: BatchDefaults) -> Job:
@@ -140,15 +143,28 @@ def _prompt_and_messages(data: dict[str, Any]) -> tuple[str | None, list[dict[st
     return prompt, messages
 
 
-def _check_strategy_spec(spec: Any) -> None:
+def is_no_strategy(spec: Any) -> bool:
+    """Whether a line's strategy spec is ``"none"`` (or ``{"name": "none"}``)."""
+    name = spec.get("name") if isinstance(spec, dict) and set(spec) <= {"name", "params"} else spec
+    return name == NO_STRATEGY
+
+
+def check_strategy(spec: Any, bans: tuple[Any, ...]) -> None:
+    """Check a line's strategy spec (names, shapes, parameter names); raises ``LineError`` naming the problem.
+
+    The constructors check the parameters' values when the job runs (``job.prepare``).
+    """
     if spec is None:
         return
-    name = spec.get("name") if isinstance(spec, dict) else spec
-    if not isinstance(name, str) or name not in STRATEGY_NAMES:
-        raise LineError(
-            "invalid_params", f"strategy must be one of {', '.join(STRATEGY_NAMES)} (or {{name, params}}), got {spec!r}"
-        )
-    if isinstance(spec, dict):
-        extra = set(spec) - {"name", "params"}
-        if extra or not isinstance(spec.get("params", {}), dict):
-            raise LineError("invalid_params", f"strategy must look like {{name, params: {{...}}}}, got {spec!r}")
+    if is_no_strategy(spec):
+        if bans:
+            raise LineError("invalid_params", f"strategy {NO_STRATEGY!r} cannot apply banned_strings (or --ban)")
+        return
+    try:
+        registry.check_spec(spec, interactive=False)
+    except registry.StrategySpecError as exc:
+        if exc.code == "unknown_strategy" and exc.param == "strategy.name":
+            names = ", ".join([NO_STRATEGY, *registry.strategy_names(interactive=False)])
+            message = f"strategy must be one of {names} (or {{name, params}}), got {spec!r}"
+            raise LineError("invalid_params", message) from None
+        raise LineError("invalid_params", str(exc)) from None
