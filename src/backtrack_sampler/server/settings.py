@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from backtrack_sampler.core.checks import check_int, check_optional_int
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -38,16 +40,8 @@ class ServerSettings:
             raise ValueError(f"model_name must be a non-empty string, got {self.model_name!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
             raise ValueError("api_key must be a non-empty string or None, got an empty value")
-        if self.max_prompt_tokens is not None:
-            _check_positive("max_prompt_tokens", self.max_prompt_tokens)
+        check_optional_int("max_prompt_tokens", self.max_prompt_tokens, low=1)
         for name in ("max_tokens_limit", "max_n", "max_regex_length"):
-            _check_positive(name, getattr(self, name))
+            check_int(name, getattr(self, name), low=1)
         for name in ("max_bans", "max_logprobs", "max_stop"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name))

@@ -9,20 +9,19 @@ same token comes back, the text stays); 1 changes nothing.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from backtrack_sampler.core.checks import is_number
 
 MAX_PATTERN_LENGTH = 1000
 """Default limit on the length of a regex ban, so a client cannot send a huge pattern."""
 
 
 def _check_factor(factor: object, what: str) -> float:
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor <= 1:
-        raise ValueError(f"{what}: factor must be a number in [0, 1], got {factor!r}")
-    if math.isnan(factor):  # pragma: no cover - nan fails the range check above
+    if not is_number(factor) or not 0 <= factor <= 1:
         raise ValueError(f"{what}: factor must be a number in [0, 1], got {factor!r}")
     return float(factor)
 

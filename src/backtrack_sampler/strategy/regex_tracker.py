@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from backtrack_sampler.core.checks import check_int
+from backtrack_sampler.core.checks import check_int, is_number
 from backtrack_sampler.strategy.ban_rules import MAX_PATTERN_LENGTH, BanRegex
 from backtrack_sampler.strategy.phrase_tracker import PhraseMatch, prompt_tail
 
@@ -90,7 +90,7 @@ class RegexTracker:
         window: int = 256,
         max_pattern_length: int = MAX_PATTERN_LENGTH,
     ) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        if not is_number(timeout) or not timeout > 0:
             raise ValueError(f"regex_timeout must be a number of seconds > 0, got {timeout!r}")
         check_int("regex_window", window, low=1)
         self.patterns = list(patterns)

@@ -38,6 +38,7 @@ from typing import Any
 
 from backtrack_sampler.core.base_provider import BaseProvider
 from backtrack_sampler.core.base_strategy import BaseStrategy
+from backtrack_sampler.core.checks import check_int
 from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 
 ENTRY_POINT_GROUP = "backtrack_sampler.strategies"
@@ -124,9 +125,7 @@ class SpecLimits:
 
     def __post_init__(self) -> None:
         for name in ("max_depth", "max_strategies", "max_bans", "max_pattern_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            check_int(name, getattr(self, name))
 
 
 # -- the registry -----------------------------------------------------------------------------------
