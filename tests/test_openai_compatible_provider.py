@@ -339,7 +339,7 @@ def test_remote_and_batch_modules_import_no_backend():
         "import sys\n"
         "import backtrack_sampler.provider.openai_compatible_provider, backtrack_sampler.async_sampler\n"
         "import backtrack_sampler.provider.remote, backtrack_sampler.provider.remote_tokenizer\n"
-        "import backtrack_sampler.batch, backtrack_sampler.batch_cli, backtrack_sampler.cli\n"
+        "import backtrack_sampler.batch, backtrack_sampler.cli.batch, backtrack_sampler.cli\n"
         "backtrack_sampler.cli.build_parser()\n"
         "heavy = ('torch', 'transformers', 'llama_cpp', 'httpx', 'fastapi', 'uvicorn')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"

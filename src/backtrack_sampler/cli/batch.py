@@ -142,7 +142,7 @@ def _providers(args: argparse.Namespace) -> list:
     if args.remote_url is None:
         return [load_provider(args)]
     try:
-        from backtrack_sampler.provider.openai_compatible_provider import OpenAICompatibleProvider, RemoteError
+        from backtrack_sampler.provider.remote import OpenAICompatibleProvider, RemoteError
     except ImportError as exc:
         raise CliError(
             f"--remote-url needs httpx ({exc}); install it with: pip install 'backtrack_sampler[remote]'"
