@@ -96,16 +96,13 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     finite = np.isfinite(scores)
     if not finite.all():
         candidates, scores = candidates[finite], scores[finite]
-    nucleus = params.top_p is not None and params.top_p < 1
-    if nucleus:  # only top_p needs the candidates in order: no 49k-entry sort otherwise
-        order = np.argsort(-scores, kind="stable")
-        candidates, scores = candidates[order], scores[order]
     # Subtract the best before dividing: a tiny temperature cannot overflow.
-    probs = np.exp((scores - np.max(scores)) / params.temperature)
-    probs /= probs.sum()
-    if nucleus:
-        keep = min(probs.shape[0], int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
-        candidates, probs = candidates[:keep], probs[:keep]
+    weights = np.exp((scores - np.max(scores)) / params.temperature)
+    if params.top_p is not None and params.top_p < 1:
+        order, probs = _nucleus(scores, weights, params.top_p)
+        candidates = candidates[order]
+    else:
+        probs = weights / weights.sum()
     if params.min_p:
         kept = probs >= params.min_p * np.max(probs)
         candidates, probs = candidates[kept], probs[kept]
@@ -113,3 +110,29 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     draw = rng.random() * cumulative[-1]
     index = min(int(np.searchsorted(cumulative, draw, side="right")), probs.shape[0] - 1)
     return int(candidates[index])
+
+
+def _nucleus(scores: np.ndarray, weights: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: the smallest set of most likely candidates whose mass reaches ``top_p``.
+
+    Returns their indices into ``scores``, most likely first (ties in input
+    order), and their probabilities (normalized over all candidates). Only the
+    few best are sorted: the k best are taken by partition, k doubling until
+    their mass reaches ``top_p``, instead of sorting the whole vocabulary.
+    """
+    n = weights.shape[0]
+    total = weights.sum()
+    k = min(n, 64)
+    while True:
+        if k < n:
+            threshold = np.partition(weights, n - k)[n - k]  # the k-th largest weight
+            chosen = np.flatnonzero(weights >= threshold)
+        else:
+            chosen = np.arange(n)
+        order = chosen[np.argsort(-scores[chosen], kind="stable")]
+        probs = weights[order] / total
+        keep = int(np.searchsorted(np.cumsum(probs), top_p)) + 1
+        if keep <= order.shape[0] or k >= n:
+            keep = min(keep, order.shape[0])
+            return order[:keep], probs[:keep]
+        k = min(n, 4 * k)
