@@ -12,6 +12,7 @@ from backtrack_sampler import (
     ChainStrategy,
     Continue,
     CreativeWritingStrategy,
+    FinishEvent,
     GenerationResult,
     ReplaceStrategy,
     Rewind,
@@ -570,3 +571,23 @@ def test_base_strategy_changes_nothing():
     plain = BacktrackSampler(provider).generate_text("a", max_new_tokens=15, seed=5)
     based = BacktrackSampler(provider, BaseStrategy()).generate_text("a", max_new_tokens=15, seed=5)
     assert plain.tokens == based.tokens and not based.rewinds
+
+
+def test_the_provider_hears_when_each_generation_ends():
+    provider = ranked_provider()
+    ended = []
+    provider.end_generation = lambda: ended.append(len(ended))
+    sampler = BacktrackSampler(provider)
+    events = sampler.stream("a", max_new_tokens=5)
+    for event in events:  # told before the FinishEvent: a caller may stop reading there
+        if isinstance(event, FinishEvent):
+            assert ended == [0]
+    assert ended == [0]
+    sampler.generate_text("a", max_new_tokens=5)
+    assert ended == [0, 1]
+    stream = sampler.stream("a", max_new_tokens=50)
+    next(stream)
+    stream.close()  # a caller that leaves early
+    assert ended == [0, 1, 2]
+    sampler.stream("a", max_new_tokens=5)  # never started: nothing began, nothing ends
+    assert ended == [0, 1, 2]

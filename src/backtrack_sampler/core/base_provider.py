@@ -142,6 +142,13 @@ class BaseProvider(ABC):
     def begin_generation(self, setup: GenerationSetup) -> None:  # noqa: B027 - optional hook
         """Called by the engine before each generation's ``prefill``; local backends ignore it."""
 
+    def end_generation(self) -> None:  # noqa: B027 - optional hook
+        """Called by the engine when a generation ends, also when its stream is closed early.
+
+        A provider that holds a shared resource for one generation at a time
+        (a slot of a batched backend) gives it back here.
+        """
+
     def propose(self, prefix: Sequence[int], banned: Set[int]) -> int | None:
         """The token the backend itself samples after ``prefix`` (never one of ``banned``), or ``None``.
 

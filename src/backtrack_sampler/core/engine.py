@@ -239,8 +239,15 @@ class _Generation:
         self.ctx = GenerationContext(self.provider, prompt, self.tokens, self.text, self._kept_logits, self.progress)
         self.remote_sampling = self.provider.proposes_tokens and not self.strategy.adjusts_logits
         self._tail = ""  # U+FFFD for bytes of an unfinished character at the very end
+        self.ended = False
 
     def events(self) -> Iterator[Event]:
+        try:
+            yield from self._steps()
+        finally:  # also when the caller stops reading: the provider gets its resources back
+            self._end()
+
+    def _steps(self) -> Iterator[Event]:
         started = time.perf_counter()
         self._begin()
         finish = self._limit_reached()
@@ -262,7 +269,9 @@ class _Generation:
         final = self._emit(len(self.tokens), final=True)
         if final is not None:
             yield final
-        yield self._finish_event(finish, time.perf_counter() - started)
+        finished = self._finish_event(finish, time.perf_counter() - started)
+        self._end()  # before the last event: a caller that stops at it leaves nothing held
+        yield finished
 
     def _begin(self) -> None:
         self.strategy.reset()
@@ -270,6 +279,11 @@ class _Generation:
         self.provider.begin_generation(setup)
         self.positions[0].logits = self.provider.prefill(self.prompt)
         self.kv_valid = len(self.prompt)
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.provider.end_generation()
 
     def _limit_reached(self) -> _Finish | None:
         if len(self.tokens) >= self.limit:
