@@ -80,6 +80,7 @@ class BatchStats:
     max_sequences: int = 0
     copies: int = 0
     positions_copied: int = 0
+    decode_s: float = 0.0  # seconds spent inside llama_decode
 
 
 class BatchedLlamacpp:
@@ -311,7 +312,9 @@ class BatchedLlamacpp:
             if last:
                 outputs.append((request, index - 1))
         batch.n_tokens = index
+        started = time.perf_counter()
         code = self._lib.llama_decode(self._ctx, batch)
+        self.stats.decode_s += time.perf_counter() - started
         with self._cond:
             if code != 0:
                 reason = "no KV cells left" if code == 1 else f"llama_decode returned {code}"
