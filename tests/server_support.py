@@ -152,3 +152,21 @@ def sse_events(text: str) -> list:
         payload = block[len("data: ") :]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
+
+
+class ScriptedPool:
+    """A ``SequencePool`` of scripted providers: the server runs up to ``n_slots`` choices at once on it.
+
+    ``next_logits`` is shared by every provider (it may block, to hold a slot
+    busy); a provider is made per worker thread, and one more plans requests.
+    """
+
+    def __init__(self, n_slots: int, next_logits=scripted_logits, context_length: int | None = 4096) -> None:
+        self.n_slots = n_slots
+        self.next_logits = next_logits
+        self.context_length = context_length
+
+    def provider(self):
+        from backtrack_sampler.provider.scripted_provider import ScriptedProvider
+
+        return ScriptedProvider(SCRIPTED_VOCAB, self.next_logits, 0, self.context_length)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,15 +30,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(smollm_path):
-    """``python -m backtrack_sampler serve`` on a free port of 127.0.0.1, with the embedded model."""
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra: llamacpp)")
+@contextlib.contextmanager
+def serve(*args: str):
+    """``python -m backtrack_sampler serve ARGS`` on a free port of 127.0.0.1; yields (url, output so far)."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("BACKTRACK_SAMPLER_API_KEY", None)
     command = [sys.executable, "-m", "backtrack_sampler", "serve", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -50,12 +50,22 @@ def served(smollm_path):
             process.kill()
             pytest.fail(f"the server did not start:\n{process.stdout.read()}")
         time.sleep(0.2)
-    yield url
-    process.terminate()
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:  # pragma: no cover
-        process.kill()
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def served(smollm_path):
+    """``serve`` with its defaults: the embedded model, 8 sequences decoded together."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra: llamacpp)")
+    with serve() as (url, _):
+        yield url
 
 
 def as_written(text: str, url: str) -> str:
@@ -70,6 +80,25 @@ def test_serve_lists_the_embedded_model_and_serves_the_playground(served):
     page = httpx.get(f"{served}/", timeout=10)
     assert page.status_code == 200 and "playground" in page.text
     assert httpx.get(f"{served}/static/playground.js", timeout=10).status_code == 200
+    health = httpx.get(f"{served}/health", timeout=10).json()
+    assert health["generation"]["parallel"] == 8 and health["batch"]["slots"] == 8  # --parallel's default
+
+
+def test_serve_parallel_1_serves_one_sequence_at_a_time_and_parallel_n_notes_saved_prefixes(smollm_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra: llamacpp)")
+    with serve("--parallel", "1") as (url, _):
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        assert health["generation"]["parallel"] == 1 and "batch" not in health
+    with serve("--parallel", "2", "--saved-prefixes", "4", "--n-ctx", "256") as (url, process):
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        assert health["generation"]["parallel"] == 2 and health["batch"]["slots"] == 2
+        assert httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["max_model_len"] == 256
+        reply = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 3, "n": 2}, timeout=60)
+        assert reply.status_code == 200 and len(reply.json()["choices"]) == 2
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "note: --saved-prefixes applies only with --parallel 1" in output
+    assert "2 sequences at once, 256 positions each" in output
 
 
 def test_the_python_example_runs_as_written(served, tmp_path):
@@ -106,6 +135,12 @@ def test_the_readme_shows_the_examples_verbatim():
         (["--port", "70000"], "argument --port: must be in [0, 65535]"),
         (["--model", "/nonexistent/model.gguf"], "argument --model: file not found"),
         (["--max-tokens-limit", "0"], "argument --max-tokens-limit: must be an integer >= 1"),
+        (["--parallel", "0"], "argument --parallel: must be an integer >= 1"),
+        (["--parallel", "257"], "argument --parallel: must be in [1, 256], got 257"),
+        (
+            ["--backend", "transformers", "--parallel", "4"],
+            "argument --parallel: --backend transformers serves one sequence at a time",
+        ),
     ],
 )
 def test_bad_serve_arguments_are_one_line_errors(args, message):

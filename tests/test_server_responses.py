@@ -195,7 +195,8 @@ def test_models_and_health(http):
     assert http.get("/v1/models/other").status_code == 404
     health = http.get("/health").json()
     assert health["status"] == "ok" and health["model"] == MODEL
-    assert set(health["generation"]) == {"queued_or_running", "completed", "cancelled", "failed"}
+    assert set(health["generation"]) == {"queued_or_running", "running", "parallel", "completed", "cancelled", "failed"}
+    assert health["generation"]["parallel"] == 1 and "batch" not in health
 
 
 def test_the_formatters_send_minus_infinity_as_a_floor_and_skip_unfinished_characters():

@@ -1,6 +1,8 @@
 """``backtrack-sampler serve``: the OpenAI-compatible server and its playground, run by uvicorn.
 
-The model is loaded as ``generate`` loads it (``options.load_provider``). The
+The model is loaded as ``generate`` loads it (``options.load_provider``), or,
+with ``--parallel N`` > 1 (the default with llama.cpp), as a
+``BatchedLlamacpp`` of N sequence slots (``models.load_batched``). The
 limit flags (``--max-tokens-limit``, ``--max-bans``, ...) are made from the
 fields of ``ServerSettings`` that carry a ``minimum``: one default each, the
 help from the class's docstring. FastAPI and uvicorn are imported only when
@@ -16,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from backtrack_sampler import models
 from backtrack_sampler.cli.options import (
     API_KEY_ENV,
     CliError,
@@ -28,10 +31,16 @@ from backtrack_sampler.cli.options import (
 )
 from backtrack_sampler.server.settings import ServerSettings
 
+DEFAULT_PARALLEL = 8
+DEFAULT_SAVED_PREFIXES = 16
+MAX_PARALLEL = 256  # BatchedLlamacpp's limit
+
 SERVE_EXAMPLES = f"""\
 examples:
   backtrack-sampler serve                                   # the embedded model on http://127.0.0.1:8000
   backtrack-sampler serve --model ./model.gguf --port 9000 --n-ctx 4096
+  backtrack-sampler serve --parallel 16 --n-ctx 1024        # 16 sequences at once, 1024 positions each
+  backtrack-sampler serve --parallel 1                      # one sequence at a time, with saved KV prefixes
   backtrack-sampler serve --backend transformers --model ./my-hf-model-dir
   backtrack-sampler serve --api-key s3cret                  # or set {API_KEY_ENV}
 
@@ -88,16 +97,37 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
 
     g = serve.add_argument_group("performance")
     g.add_argument(
-        "--saved-prefixes",
-        type=int_at_least(0),
-        default=16,
+        "--parallel",
+        type=slot_count,
         metavar="N",
         help=(
-            "keep the KV state of the N sequences served last, so a client continuing one skips its prefill "
-            "(0: off; default: 16)"
+            "decode up to N sequences together (llama.cpp; continuous batching): requests join and leave the "
+            "running batch as they come, the n choices of one request run side by side, more than N wait in "
+            "arrival order. Each sequence holds --n-ctx positions, so KV memory grows with N x --n-ctx. "
+            f"1: one sequence at a time (default: {DEFAULT_PARALLEL} with llama.cpp; "
+            "--backend transformers serves one at a time)"
+        ),
+    )
+    g.add_argument(
+        "--saved-prefixes",
+        type=int_at_least(0),
+        metavar="N",
+        help=(
+            "with --parallel 1: keep the KV state of the N sequences served last, so a client continuing one "
+            f"skips its prefill (0: off; default: {DEFAULT_SAVED_PREFIXES}). With --parallel > 1 each slot "
+            "keeps its own cells instead: a prompt takes the free slot sharing its longest prefix, or copies "
+            "another slot's"
         ),
     )
     serve.set_defaults(handler=run_serve)
+
+
+def slot_count(text: str) -> int:
+    """``--parallel``: an integer in [1, MAX_PARALLEL]."""
+    value = int_at_least(1)(text)
+    if value > MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"must be in [1, {MAX_PARALLEL}], got {value}")
+    return value
 
 
 def limit_fields() -> list[dataclasses.Field]:
@@ -132,16 +162,44 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CliError(
             f"the server needs FastAPI and uvicorn ({exc}); install them with: pip install 'backtrack_sampler[server]'"
         ) from None
-    provider = load_provider(args)
-    if args.saved_prefixes:
-        provider.keep_snapshots(args.saved_prefixes)
+    parallel = _parallel(args)
+    if parallel > 1:
+        model = models.load_batched(args.model, n_ctx=args.n_ctx, threads=args.threads, n_slots=parallel)
+        served = f"{parallel} sequences at once, {model.context_length} positions each"
+    else:
+        model = load_provider(args)
+        saved = DEFAULT_SAVED_PREFIXES if args.saved_prefixes is None else args.saved_prefixes
+        if saved:
+            model.keep_snapshots(saved)
+        served = "one sequence at a time"
     name = args.model_name or _default_name(args.model)
     limits = {field.name: getattr(args, field.name) for field in limit_fields()}
-    app = create_app(provider, name, api_key=args.api_key, **limits)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {name!r} on http://{shown}:{args.port}/ (API: /v1, playground: /)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    try:
+        app = create_app(model, name, api_key=args.api_key, **limits)
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"serving {name!r} on http://{shown}:{args.port}/ (API: /v1, playground: /; {served})", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        if parallel > 1:
+            model.close()
     return 0
+
+
+def _parallel(args: argparse.Namespace) -> int:
+    """How many sequences to decode at once: ``--parallel``, or the backend's default; refuse what cannot work."""
+    if args.backend == "transformers":
+        if args.parallel is not None and args.parallel > 1:
+            raise CliError(
+                "argument --parallel: --backend transformers serves one sequence at a time; use --parallel 1"
+            )
+        return 1
+    parallel = DEFAULT_PARALLEL if args.parallel is None else args.parallel
+    if parallel > 1 and args.saved_prefixes:
+        print(
+            "note: --saved-prefixes applies only with --parallel 1; the slots of --parallel keep their own cells",
+            file=sys.stderr,
+        )
+    return parallel
 
 
 def _default_name(model: Path | None) -> str:

@@ -1,4 +1,4 @@
-"""The app factory: an OpenAI-compatible API and the playground page over one provider.
+"""The app factory: an OpenAI-compatible API and the playground page over one model.
 
 Routes:
 
@@ -7,9 +7,11 @@ Routes:
 - ``GET /v1/models``, ``GET /health``.
 - ``GET /``: the playground (static files under ``server/static``).
 
-A request is checked and planned in a thread (``prepare``), then queued on
-the provider's single worker thread (``worker``); the event loop only waits
-for outputs and formats them. A client that disconnects cancels its job.
+A request is checked and planned in a thread (``prepare``), then its choices
+are queued on the model's worker (``worker``): one thread for a provider,
+one per slot for a ``SequencePool`` (``BatchedLlamacpp``, continuous
+batching). The event loop only waits for outputs and formats them. A client
+that disconnects cancels its job.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ from backtrack_sampler.server.responses import ChatFormatter, CompletionFormatte
 from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from backtrack_sampler.server.settings import ServerSettings
 from backtrack_sampler.server.sse import DONE, EventStreamResponse, sse
-from backtrack_sampler.server.worker import Job, JobEnded, JobFailed, ModelWorker
+from backtrack_sampler.server.worker import Job, JobEnded, JobFailed, ModelWorker, SequencePool
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(
-    provider: BaseProvider,
+    provider: BaseProvider | SequencePool,
     model_name: str,
     api_key: str | None = None,
     **limits: Any,
@@ -49,7 +51,11 @@ def create_app(
     """An app serving ``provider`` under the id ``model_name``.
 
     Args:
-        provider: the model; every app on one provider shares one worker thread.
+        provider: the model: a provider (one sequence at a time, one worker
+            thread), or a ``SequencePool`` such as ``BatchedLlamacpp`` (up to
+            ``n_slots`` sequences decoded together, one worker thread per
+            slot; prompts are checked against one slot's context). Every app
+            on one model shares its worker.
         model_name: the id listed by ``/v1/models``.
         api_key: when given, ``/v1/...`` requests need ``Authorization: Bearer <api_key>``.
         **limits: the other fields of ``ServerSettings`` (``max_prompt_tokens``,
@@ -57,19 +63,22 @@ def create_app(
 
     Example:
         >>> app = create_app(LlamacppProvider(llm), "smollm2")  # doctest: +SKIP
+        >>> app = create_app(BatchedLlamacpp(llm, n_slots=8), "smollm2")  # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
-    if not isinstance(provider, BaseProvider):
-        raise TypeError(f"provider must be a BaseProvider, got {type(provider).__name__}")
+    if not isinstance(provider, (BaseProvider, SequencePool)):
+        raise TypeError(f"provider must be a BaseProvider or a SequencePool, got {type(provider).__name__}")
     settings = ServerSettings(model_name=model_name, api_key=api_key, **limits)
     worker = ModelWorker.for_provider(provider)
+    # Requests are planned (tokenized, checked against the context) on a provider that never generates.
+    planner = provider if isinstance(provider, BaseProvider) else provider.provider()
     app = FastAPI(
         title="backtrack_sampler",
         version=__version__,
         description="An OpenAI-compatible API whose sampling strategies can backtrack.",
     )
     app.state.settings = settings
-    app.state.provider = provider
+    app.state.provider = planner
     app.state.worker = worker
     install_error_handlers(app)
     started = int(time.time())
@@ -78,13 +87,13 @@ def create_app(
 
     @api.get("/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(settings, provider, started)]}
+        return {"object": "list", "data": [_model_card(settings, planner, started)]}
 
     @api.get("/models/{model_id}")
     async def get_model(model_id: str) -> dict[str, Any]:
         if model_id != settings.model_name:
             raise APIError(f"model {model_id!r} is not served here", param="model", status=404, code="model_not_found")
-        return _model_card(settings, provider, started)
+        return _model_card(settings, planner, started)
 
     @api.post("/completions")
     async def completions(request: Request, body: CompletionRequest):
@@ -98,7 +107,11 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": settings.model_name, "generation": worker.status()}
+        body = {"status": "ok", "model": settings.model_name, "generation": worker.status()}
+        batch = worker.batch_stats()
+        if batch is not None:
+            body["batch"] = batch
+        return body
 
     @app.get("/", include_in_schema=False)
     async def playground() -> FileResponse:

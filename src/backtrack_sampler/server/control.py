@@ -9,7 +9,8 @@ class JobControl:
     """Cancellation and progress of one request's generation.
 
     The event loop calls ``cancel`` (client gone); the generation checks
-    ``cancelled`` after every sampled token and stops there.
+    ``cancelled`` after every sampled token and stops there. The choices of
+    one request share it, possibly from several threads at once.
 
     Attributes:
         tokens_sampled: tokens sampled so far (rewound ones included), all choices together.
@@ -18,6 +19,7 @@ class JobControl:
 
     def __init__(self) -> None:
         self._cancelled = threading.Event()
+        self._lock = threading.Lock()
         self.tokens_sampled = 0
         self.tokens_at_cancel: int | None = None
 
@@ -26,9 +28,15 @@ class JobControl:
         return self._cancelled.is_set()
 
     def cancel(self) -> None:
-        if not self._cancelled.is_set():
-            self.tokens_at_cancel = self.tokens_sampled
-            self._cancelled.set()
+        with self._lock:
+            if not self._cancelled.is_set():
+                self.tokens_at_cancel = self.tokens_sampled
+                self._cancelled.set()
+
+    def count_token(self) -> None:
+        """One more token sampled (by any choice)."""
+        with self._lock:
+            self.tokens_sampled += 1
 
     @property
     def tokens_after_cancel(self) -> int | None:

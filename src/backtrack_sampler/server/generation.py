@@ -1,8 +1,9 @@
 """Running a validated request on the model: engine events in, endpoint-neutral outputs out.
 
-``run_plan`` runs in the worker thread. For each choice it wraps the
-request's strategy in a ``RequestStrategy``, streams the engine's events and
-turns them into ``TextOut`` (final text with its tokens), ``BacktrackOut``
+``run_choice`` runs in a worker thread, one choice of a request at a time
+(the choices of one request may run in several threads at once). It wraps
+the choice's strategy in a ``RequestStrategy``, streams the engine's events
+and turns them into ``TextOut`` (final text with its tokens), ``BacktrackOut``
 (a rewind, only when the request asked for backtrack events) and
 ``ChoiceDone`` (finish reason, usage, statistics). The endpoints only format
 these.
@@ -40,11 +41,16 @@ class RequestRejected(Exception):
 
 @dataclass(frozen=True)
 class ChoiceSpec:
-    """One choice to generate: which prompt, and how to sample it (its own seed included)."""
+    """One choice to generate: which prompt, how to sample it (its own seed included), and its strategy.
+
+    Each choice has a strategy object of its own (strategies keep state
+    during a generation, and choices may run at the same time).
+    """
 
     index: int
     prompt_tokens: list[int]
     params: SamplingParams
+    strategy: BaseStrategy | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,6 @@ class GenerationPlan:
     """Everything a request asks for, checked and ready to run."""
 
     choices: list[ChoiceSpec]
-    strategy: BaseStrategy | None = None
     budget: RewindBudget = field(default_factory=RewindBudget)
     logit_bias: dict[int, float] = field(default_factory=dict)
     presence_penalty: float = 0.0
@@ -93,23 +98,22 @@ class ChoiceDone:
 Output = TextOut | BacktrackOut | ChoiceDone
 
 
-def run_plan(provider: BaseProvider, plan: GenerationPlan, control: JobControl, emit: Callable[[Output], None]) -> None:
-    """Generate every choice of ``plan`` in turn, passing outputs to ``emit``; return early when cancelled."""
-    for choice in plan.choices:
-        if control.cancelled:
-            return
-        _run_choice(provider, plan, choice, control, emit)
-
-
-def _run_choice(
+def run_choice(
     provider: BaseProvider,
     plan: GenerationPlan,
     choice: ChoiceSpec,
     control: JobControl,
     emit: Callable[[Output], None],
 ) -> None:
+    """Generate ``choice`` of ``plan`` on ``provider``, passing outputs to ``emit``; return early when cancelled.
+
+    Raises:
+        RequestRejected: the engine refused the prompt or the arguments, or the strategy failed.
+    """
+    if control.cancelled:
+        return
     strategy = RequestStrategy(
-        plan.strategy,
+        choice.strategy,
         control,
         logit_bias=plan.logit_bias,
         presence_penalty=plan.presence_penalty,

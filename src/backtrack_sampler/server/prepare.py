@@ -20,6 +20,7 @@ from backtrack_sampler.server.generation import ChoiceSpec, GenerationPlan
 from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from backtrack_sampler.server.settings import ServerSettings
 from backtrack_sampler.server.strategies import BanLimits, build_strategy
+from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 LOGIT_BIAS_LIMIT = 100.0
@@ -146,14 +147,17 @@ def _plan(
         )
     _check_patterns(patterns, settings)
     limits = BanLimits(settings.max_bans, settings.max_regex_length)
-    strategy = build_strategy(provider, request.strategy, phrases, patterns, json_root, limits)
+    # One strategy object per choice: strategies keep state, and choices may run at the same time.
+    strategies = [
+        build_strategy(provider, request.strategy, phrases, patterns, json_root, limits)
+        for _ in range(len(prompts) * request.n)
+    ]
     budget = RewindBudget(
         per_position=16 if request.rewinds_per_position is None else request.rewinds_per_position,
         per_generation=request.max_rewinds,
     )
     return GenerationPlan(
-        choices=_choices(request, prompts, max_tokens),
-        strategy=strategy,
+        choices=_choices(request, prompts, max_tokens, strategies),
         budget=budget,
         logit_bias=_logit_bias(request.logit_bias, provider),
         presence_penalty=request.presence_penalty,
@@ -164,8 +168,16 @@ def _plan(
     )
 
 
-def _choices(request: SamplingRequest, prompts: list[list[int]], max_tokens: int) -> list[ChoiceSpec]:
-    """``n`` choices per prompt, each with its ``SamplingParams``; choice j of a prompt samples with seed + j."""
+def _choices(
+    request: SamplingRequest,
+    prompts: list[list[int]],
+    max_tokens: int,
+    strategies: list[BaseStrategy | None],
+) -> list[ChoiceSpec]:
+    """``n`` choices per prompt, each with its ``SamplingParams`` and its strategy (in ``strategies``' order).
+
+    Choice j of a prompt samples with seed + j.
+    """
     try:
         shared = SamplingParams(
             temperature=request.temperature,
@@ -180,7 +192,8 @@ def _choices(request: SamplingRequest, prompts: list[list[int]], max_tokens: int
     for p, tokens in enumerate(prompts):
         for j in range(request.n):
             seed = None if request.seed is None else request.seed + j
-            choices.append(ChoiceSpec(p * request.n + j, tokens, dataclasses.replace(shared, seed=seed)))
+            index = p * request.n + j
+            choices.append(ChoiceSpec(index, tokens, dataclasses.replace(shared, seed=seed), strategies[index]))
     return choices
 
 

@@ -121,7 +121,7 @@ class RequestStrategy(BaseStrategy):
         return logits
 
     def on_token(self, ctx: GenerationContext, token: int) -> Decision:
-        self.control.tokens_sampled += 1
+        self.control.count_token()
         if self.control.cancelled:
             return Stop(CANCELLED, keep_token=False)
         position = len(ctx.tokens) - 1

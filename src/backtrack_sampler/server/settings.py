@@ -19,7 +19,7 @@ class ServerSettings:
             chat requests that give none (generation still stops at the model's context).
         max_bans: the most entries in ``banned_strings`` and ``banned_regex`` together.
         max_logprobs: the largest ``logprobs`` (completions) or ``top_logprobs`` (chat).
-        max_n: the largest ``n`` (choices are generated one after another).
+        max_n: the largest ``n`` (the choices of a request run side by side on a batched model, else in turn).
         max_stop: the most stop strings.
         max_regex_length: the longest pattern accepted in ``banned_regex``.
     """

@@ -1,15 +1,26 @@
-"""One worker thread per model: requests queue in order, none is dropped, none shares the KV cache.
+"""The worker threads that run every generation: one per sequence the model decodes at once.
 
-The event loop never runs the model. ``ModelWorker.submit`` puts a job on a
-FIFO queue; the worker's thread runs jobs one at a time and hands each output
-back to the job's event loop with ``call_soon_threadsafe``. A job whose client
-went away is cancelled through its ``JobControl``: it is skipped if still
-queued, and stops within a token if running.
+The event loop never runs the model. ``ModelWorker.submit`` puts each choice
+of a request on one FIFO queue; the worker's threads take them in arrival
+order and hand each output back to the job's event loop with
+``call_soon_threadsafe``.
+
+- A provider (one sequence at a time) gets one thread: requests run one after
+  another, none sharing the KV cache.
+- A ``SequencePool`` (``BatchedLlamacpp``: N sequences decoded together) gets
+  N threads, each with a provider of its own. Up to N choices run at once,
+  each joining the running batch when it starts and leaving it when it ends
+  (continuous batching); the choices of one request run side by side; the
+  rest wait in the queue, in arrival order.
+
+A job whose client went away is cancelled through its ``JobControl``: its
+choices are skipped if still queued, and stop within a token if running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import queue
@@ -18,13 +29,26 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server.control import JobControl
-from backtrack_sampler.server.generation import GenerationPlan, Output, RequestRejected, run_plan
+from backtrack_sampler.server.generation import ChoiceSpec, GenerationPlan, Output, RequestRejected, run_choice
 
 logger = logging.getLogger("backtrack_sampler.server")
+
+
+@runtime_checkable
+class SequencePool(Protocol):
+    """A model that decodes ``n_slots`` sequences together (``BatchedLlamacpp``).
+
+    ``provider()`` gives a provider for one generation at a time; a provider
+    that never generates (the server plans requests with one) holds no slot.
+    """
+
+    n_slots: int
+
+    def provider(self) -> BaseProvider: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +66,11 @@ class JobEnded:
 
 @dataclass
 class JobRecord:
-    """What the worker remembers about a finished job (for ``/health`` and tests)."""
+    """What the worker remembers about a finished job (for ``/health`` and tests).
+
+    ``most_choices_at_once`` is the most of its choices that ran at the same
+    time (1 with a single-sequence provider).
+    """
 
     job_id: int
     status: str  # "completed", "cancelled" or "failed"
@@ -50,6 +78,7 @@ class JobRecord:
     tokens_after_cancel: int | None
     queued_s: float
     run_s: float
+    most_choices_at_once: int = 1
 
 
 @dataclass
@@ -62,12 +91,18 @@ class Job:
     control: JobControl = field(default_factory=JobControl)
     job_id: int = 0
     submitted: float = field(default_factory=time.perf_counter)
+    # Kept by the worker, under its lock:
+    started: float | None = None
+    choices_left: int = 0
+    choices_running: int = 0
+    most_choices_at_once: int = 0
+    failure: JobFailed | None = None
 
     def cancel(self) -> None:
         self.control.cancel()
 
     def put(self, item: Output | JobFailed | JobEnded) -> None:
-        """Hand ``item`` to the event loop (called from the worker thread)."""
+        """Hand ``item`` to the event loop (called from a worker thread)."""
         try:
             self.loop.call_soon_threadsafe(self.outputs.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody is listening any more
@@ -75,78 +110,129 @@ class Job:
 
 
 class ModelWorker:
-    """The single thread that runs every generation on ``provider``.
+    """The threads that run every generation on one model: one for a provider, N for a ``SequencePool``.
 
-    Use ``ModelWorker.for_provider`` so that every app serving one provider
+    Use ``ModelWorker.for_provider`` so that every app serving one model
     shares one worker (and one queue).
+
+    Attributes:
+        parallel: how many choices may run at once.
+        history: the records of the last finished jobs.
+        counts: finished jobs by status.
     """
 
-    _workers: weakref.WeakKeyDictionary[BaseProvider, ModelWorker] = weakref.WeakKeyDictionary()
+    _workers: weakref.WeakKeyDictionary[Any, ModelWorker] = weakref.WeakKeyDictionary()
     _workers_lock = threading.Lock()
 
-    def __init__(self, provider: BaseProvider) -> None:
-        self.provider = provider
-        self._queue: queue.Queue[Job] = queue.Queue()
+    def __init__(self, model: BaseProvider | SequencePool) -> None:
+        if isinstance(model, BaseProvider):
+            providers = [model]
+        elif isinstance(model, SequencePool):
+            providers = [model.provider() for _ in range(model.n_slots)]
+        else:
+            raise TypeError(f"model must be a BaseProvider or a SequencePool, got {type(model).__name__}")
+        self.model = model
+        self.parallel = len(providers)
+        self._queue: queue.Queue[tuple[Job, ChoiceSpec]] = queue.Queue()
         self._ids = itertools.count(1)
-        self._idle = threading.Condition()
-        self._pending = 0
-        self.running: Job | None = None
+        self._lock = threading.Condition()
+        self._pending = 0  # jobs queued or running
+        self._running: list[Job] = []  # one entry per running choice, oldest first
         self.history: deque[JobRecord] = deque(maxlen=256)
         self.counts = {"completed": 0, "cancelled": 0, "failed": 0}
-        self._thread = threading.Thread(target=self._serve, name="backtrack-sampler-generate", daemon=True)
-        self._thread.start()
+        for i, provider in enumerate(providers):
+            name = f"backtrack-sampler-generate-{i}"
+            threading.Thread(target=self._serve, args=(provider,), name=name, daemon=True).start()
 
     @classmethod
-    def for_provider(cls, provider: BaseProvider) -> ModelWorker:
+    def for_provider(cls, model: BaseProvider | SequencePool) -> ModelWorker:
         with cls._workers_lock:
-            worker = cls._workers.get(provider)
+            worker = cls._workers.get(model)
             if worker is None:
-                worker = cls._workers[provider] = cls(provider)
+                worker = cls._workers[model] = cls(model)
             return worker
 
+    @property
+    def running(self) -> Job | None:
+        """The job whose choice started last among those running now, or ``None``."""
+        with self._lock:
+            return self._running[-1] if self._running else None
+
     def submit(self, plan: GenerationPlan) -> Job:
-        """Queue a generation; call from the event loop that will read its outputs."""
-        job = Job(plan, asyncio.get_running_loop(), job_id=next(self._ids))
-        with self._idle:
+        """Queue every choice of a generation; call from the event loop that will read its outputs."""
+        job = Job(plan, asyncio.get_running_loop(), job_id=next(self._ids), choices_left=len(plan.choices))
+        with self._lock:
             self._pending += 1
-        self._queue.put(job)
+        if not plan.choices:
+            job.put(JobEnded())
+            self._record(job, "completed", time.perf_counter())
+        for choice in plan.choices:
+            self._queue.put((job, choice))
         return job
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no job is queued or running; ``False`` on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        with self._lock:
+            return self._lock.wait_for(lambda: self._pending == 0, timeout)
 
     def status(self) -> dict[str, Any]:
-        return {"queued_or_running": self._pending, **self.counts}
+        """Jobs queued or running, choices running, how many may run at once, and finished jobs by status."""
+        with self._lock:
+            running = len(self._running)
+            return {"queued_or_running": self._pending, "running": running, "parallel": self.parallel, **self.counts}
 
-    def _serve(self) -> None:
+    def batch_stats(self) -> dict[str, Any] | None:
+        """The ``SequencePool``'s counters (decodes, tokens, most sequences in one step...), if it keeps any."""
+        stats = getattr(self.model, "stats", None)
+        if stats is None or not dataclasses.is_dataclass(stats):
+            return None
+        return {"slots": self.parallel, **dataclasses.asdict(stats)}
+
+    # -- the worker threads ---------------------------------------------------------------
+    def _serve(self, provider: BaseProvider) -> None:
         while True:
-            job = self._queue.get()
-            started = time.perf_counter()
-            status = "completed"
+            job, choice = self._queue.get()
+            self._start(job)
             try:
-                if job.control.cancelled:
-                    status = "cancelled"
-                else:
-                    self.running = job
-                    run_plan(self.provider, job.plan, job.control, job.put)
-                    if job.control.cancelled:
-                        status = "cancelled"
+                run_choice(provider, job.plan, choice, job.control, job.put)
             except RequestRejected as exc:
-                status = "failed"
-                job.put(JobFailed(str(exc), 400))
+                self._fail(job, JobFailed(str(exc), 400))
             except Exception as exc:  # a bug: report it to the client, keep serving
-                logger.exception("generation %d failed", job.job_id)
-                status = "failed"
-                job.put(JobFailed(f"generation failed: {type(exc).__name__}: {exc}", 500))
+                logger.exception("generation %d (choice %d) failed", job.job_id, choice.index)
+                self._fail(job, JobFailed(f"generation failed: {type(exc).__name__}: {exc}", 500))
             finally:
-                self.running = None
-                job.put(JobEnded())
-                self._finish(job, status, started)
+                self._end(job)
 
-    def _finish(self, job: Job, status: str, started: float) -> None:
-        now = time.perf_counter()
+    def _start(self, job: Job) -> None:
+        with self._lock:
+            if job.started is None:
+                job.started = time.perf_counter()
+            self._running.append(job)
+            job.choices_running += 1
+            job.most_choices_at_once = max(job.most_choices_at_once, job.choices_running)
+
+    def _fail(self, job: Job, failure: JobFailed) -> None:
+        """Report the first failure of a job, and stop its other choices."""
+        with self._lock:
+            first = job.failure is None
+            job.failure = job.failure or failure
+        if first:
+            job.put(failure)
+            job.cancel()
+
+    def _end(self, job: Job) -> None:
+        with self._lock:
+            self._running.remove(job)
+            job.choices_running -= 1
+            job.choices_left -= 1
+            if job.choices_left > 0:
+                return
+        status = _status(job)  # before JobEnded: a client that has its answer may cancel after it
+        job.put(JobEnded())
+        self._record(job, status, time.perf_counter())
+
+    def _record(self, job: Job, status: str, now: float) -> None:
+        started = job.started if job.started is not None else now
         record = JobRecord(
             job.job_id,
             status,
@@ -154,9 +240,16 @@ class ModelWorker:
             job.control.tokens_after_cancel,
             queued_s=started - job.submitted,
             run_s=now - started,
+            most_choices_at_once=max(1, job.most_choices_at_once),
         )
-        self.history.append(record)
-        with self._idle:
+        with self._lock:
+            self.history.append(record)
             self.counts[status] += 1
             self._pending -= 1
-            self._idle.notify_all()
+            self._lock.notify_all()
+
+
+def _status(job: Job) -> str:
+    if job.failure is not None:
+        return "failed"
+    return "cancelled" if job.control.cancelled else "completed"
