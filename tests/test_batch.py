@@ -246,7 +246,8 @@ def test_events_out_gives_valid_preference_pairs(tmp_path, provider):
 
 
 @pytest.mark.llamacpp
-def test_sigkill_mid_run_then_the_same_command_finishes_with_one_line_per_id(tmp_path, smollm_path):
+@pytest.mark.parametrize("concurrency", ["1", "4"])  # 4: the slots of one batched llama.cpp context
+def test_sigkill_mid_run_then_the_same_command_finishes_with_one_line_per_id(tmp_path, smollm_path, concurrency):
     n = 14
     lines = [
         {"id": f"p{i}", "messages": [{"role": "user", "content": f"Tell me a fact about the number {i}."}]}
@@ -258,7 +259,7 @@ def test_sigkill_mid_run_then_the_same_command_finishes_with_one_line_per_id(tmp
     out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
     command = [sys.executable, "-m", "backtrack_sampler", "batch", str(source), "-o", str(out)]
     command += ["--events-out", str(pairs), "--max-tokens", "32", "--seed", "1", "--ban", "number", "--no-progress"]
-    command += ["--model", str(smollm_path)]
+    command += ["--model", str(smollm_path), "--concurrency", concurrency]
 
     kills = 0
     for target in (3, 7):  # kill -9 twice, at different points
@@ -294,7 +295,10 @@ def test_sigkill_mid_run_then_the_same_command_finishes_with_one_line_per_id(tmp
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--concurrency", "2"], "argument --concurrency: a local model runs one sequence at a time"),
+        (
+            ["--concurrency", "2", "--backend", "transformers"],
+            "argument --concurrency: --backend transformers runs one sequence at a time, got 2",
+        ),
         (["--remote-url", "http://127.0.0.1:9/v1"], "argument --remote-model: --remote-url needs --remote-model"),
         (["--tokenizer", "{input}"], "argument --tokenizer: only applies with --remote-url"),
         (["--events-out", "{input}"], "three different files"),
@@ -307,6 +311,19 @@ def test_bad_arguments_are_named(tmp_path, capsys, args, message):
     assert main(["batch", str(source), "-o", str(tmp_path / "out.jsonl"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_concurrency_defaults_to_8_except_on_transformers():
+    from backtrack_sampler import cli
+    from backtrack_sampler.cli.batch import _concurrency
+
+    def concurrency(*flags):
+        return _concurrency(cli.build_parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl", *flags]))
+
+    assert concurrency() == 8  # llama.cpp batches the sequences
+    assert concurrency("--remote-url", "http://127.0.0.1:9/v1") == 8
+    assert concurrency("--backend", "transformers") == 1
+    assert concurrency("--concurrency", "3") == 3
 
 
 def test_a_missing_input_is_named(tmp_path, capsys):
@@ -339,6 +356,46 @@ def test_batch_against_a_remote_engine_with_concurrency(tmp_path, smollm_path, c
         if "error" not in record:
             assert record["stats"]["tokens_emitted"] > 0 and not banned.search(record["text"])
     assert "[batch] 5/5 done" in capsys.readouterr().err
+
+
+def comparable(record: dict) -> dict:
+    """A record without its timings."""
+    if "stats" not in record:
+        return record
+    stats = {k: v for k, v in record["stats"].items() if k not in ("elapsed_s", "tokens_per_second")}
+    return {**record, "stats": stats}
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("sampling", [["--temperature", "0"], ["--temperature", "0.8", "--seed", "5"]])
+def test_local_concurrency_gives_each_line_the_result_it_gets_alone(tmp_path, smollm_path, capsys, sampling):
+    lines = [
+        {"id": i, "messages": [{"role": "user", "content": f"Write a short story about {t}."}]}
+        for i, t in enumerate(["a dragon", "a library", "the sea", "a clock", "a fox", "bread"])
+    ]
+    lines[2]["max_tokens"] = 8  # ends early: its slot takes the next line while the others run
+    lines[4]["seed"] = 11
+    lines.insert(3, {"id": "bad", "prompt": "x", "top_p": 2})
+    lines.insert(5, "not json")
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    results = {}
+    for concurrency in ("1", "4"):
+        out, pairs = tmp_path / f"out{concurrency}.jsonl", tmp_path / f"pairs{concurrency}.jsonl"
+        args = ["batch", str(source), "-o", str(out), "--events-out", str(pairs), "--model", str(smollm_path)]
+        args += ["--concurrency", concurrency, "--max-tokens", "24", *sampling]
+        args += [a for b in STORY_BANS for a in ("--ban", b)]
+        assert main(args) == 0, capsys.readouterr().err
+        assert f"[batch] {len(lines)}/{len(lines)} done" in capsys.readouterr().err
+        records = sorted((comparable(r) for r in read_records(out)), key=lambda r: r["line"])
+        results[concurrency] = (
+            records,
+            sorted(read_records(pairs), key=lambda p: (p["line"], p["metadata"]["rewind_index"])),
+        )
+    records, pairs = results["1"]
+    assert [r["line"] for r in records] == list(range(1, len(lines) + 1))  # one record per line
+    assert [r["error"]["type"] for r in records if "error" in r] == ["invalid_params", "invalid_line"]
+    assert sum(r["stats"]["rewinds"] for r in records if "error" not in r) > 0  # the bans were at work
+    assert results["4"] == results["1"]
 
 
 def test_slop_files_and_bans_merge_later_sources_winning(tmp_path):

@@ -118,6 +118,8 @@ def run_job(
         if exc.status is not None and 400 <= exc.status < 500:
             return error_record(job.id, job.line, "rejected_by_server", str(exc)), []
         raise BatchError(f"{exc}; run the same command again to go on") from None
+    finally:
+        events.close()  # a stopped generation ends now: its provider is free (a batched slot given back)
     if finish is None:
         return None, []
     pairs = []

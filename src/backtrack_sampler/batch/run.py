@@ -50,8 +50,12 @@ def run_batch(
     Args:
         input_path: the JSONL prompts.
         output_path: the JSONL results (appended to; created when missing).
-        providers: one per concurrent sequence (``OpenAICompatibleProvider.spawn``
-            makes more of a remote one; a local model gives one).
+        providers: one per concurrent sequence, each running one job at a
+            time: the slots of a local llama.cpp model
+            (``[batched.provider() for _ in range(n)]`` of a ``BatchedLlamacpp``
+            of ``n`` slots, decoded together), ``OpenAICompatibleProvider.spawn``
+            for more of a remote one, or a single provider. Records are
+            written in the order the jobs finish.
         defaults: settings for lines that give none.
         events_path: where preference pairs go (``preference_pairs``), or ``None``.
         budget: the rewind budget of every generation.

@@ -1,14 +1,22 @@
 """``backtrack-sampler batch``: the command's arguments and its handler (the work is in ``backtrack_sampler.batch``).
 
-A local model is loaded as ``generate`` loads it (``options.load_provider``), a
-remote one through ``OpenAICompatibleProvider``.
+Where the sequences run (``_open_providers``): ``--concurrency N`` (default 8)
+sequences at once, each with a provider of its own. On llama.cpp they are the
+N slots of one ``BatchedLlamacpp`` (one ``llama_decode`` per step for all of
+them); against a remote engine, N ``OpenAICompatibleProvider.spawn``-ed
+providers. The transformers backend runs one sequence at a time, loaded as
+``generate`` loads it (``options.load_provider``), as is llama.cpp with
+``--concurrency 1``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backtrack_sampler.cli.generate import describe_strategies, strategy_choices
 from backtrack_sampler.cli.options import (
@@ -30,11 +38,16 @@ from backtrack_sampler.cli.options import (
     one_line,
 )
 
+if TYPE_CHECKING:
+    from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
+
 EXIT_FAILED = 1
+DEFAULT_CONCURRENCY = 8
 
 BATCH_EXAMPLES = f"""\
 examples:
   backtrack-sampler batch prompts.jsonl -o results.jsonl --max-tokens 200
+  backtrack-sampler batch prompts.jsonl -o results.jsonl --concurrency 16 --n-ctx 1024
   backtrack-sampler batch prompts.jsonl -o results.jsonl --slop --ban tapestry --ban-file bans.txt \\
       --events-out pairs.jsonl
   backtrack-sampler batch prompts.jsonl -o results.jsonl --concurrency 16 \\
@@ -43,7 +56,8 @@ examples:
 Each input line is a JSON object: "id" and "prompt" (raw text) or "messages" (chat), and
 optionally max_tokens, temperature, seed, top_p, top_k, min_p, banned_strings and
 strategy ("antislop", "replace", "json", ... or {{"name": ..., "params": {{...}}}}).
-Each output line holds the id, the text, the finish reason and the stats, or an error.
+Each output line holds the id, the text, the finish reason and the stats, or an error;
+with --concurrency above 1 the lines come in the order they finish.
 Killed at any moment and started again with the same command, it finishes the rest:
 no line lost, none twice. The API key comes from --api-key or ${API_KEY_ENV}.
 """
@@ -73,7 +87,10 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
         "--concurrency",
         type=int_at_least(1),
         metavar="N",
-        help="sequences in flight (default: 8 with --remote-url; a local model runs 1)",
+        help=(
+            f"sequences in flight (default: {DEFAULT_CONCURRENCY}); llama.cpp decodes them together, "
+            "in one context of N x --n-ctx positions; --backend transformers runs 1"
+        ),
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
@@ -131,16 +148,46 @@ def _check(args: argparse.Namespace) -> None:
     for flag in ("--remote-model", "--tokenizer"):
         if getattr(args, dest(flag)) is not None:
             raise CliError(f"argument {flag}: only applies with --remote-url")
-    if args.concurrency not in (None, 1):
+    if args.backend == "transformers" and args.concurrency not in (None, 1):
         raise CliError(
-            f"argument --concurrency: a local model runs one sequence at a time, got {args.concurrency}; "
-            "use --remote-url for concurrency"
+            f"argument --concurrency: --backend transformers runs one sequence at a time, got {args.concurrency}; "
+            "use the llama.cpp backend or --remote-url for concurrency"
         )
 
 
-def _providers(args: argparse.Namespace) -> list:
-    if args.remote_url is None:
-        return [load_provider(args)]
+def _concurrency(args: argparse.Namespace) -> int:
+    """Sequences in flight: ``--concurrency``, else 8 (1 on the transformers backend, which does not batch)."""
+    if args.concurrency is not None:
+        return args.concurrency
+    return 1 if args.remote_url is None and args.backend == "transformers" else DEFAULT_CONCURRENCY
+
+
+@contextmanager
+def _open_providers(args: argparse.Namespace) -> Iterator[list]:
+    """One provider per sequence in flight; closed (the batched context, the HTTP client) on leaving."""
+    n = _concurrency(args)
+    with ExitStack() as stack:
+        if args.remote_url is None and n > 1:
+            batched = _load_batched(args, n)
+            stack.callback(batched.close)
+            yield [batched.provider() for _ in range(n)]
+            return
+        providers = _remote_providers(args, n) if args.remote_url is not None else [load_provider(args)]
+        for provider in providers:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                stack.callback(close)
+        yield providers
+
+
+def _load_batched(args: argparse.Namespace, n_slots: int) -> BatchedLlamacpp:
+    """``--concurrency`` slots of ``--n-ctx`` positions each in one llama.cpp context (``models.load_batched``)."""
+    from backtrack_sampler.models import load_batched
+
+    return load_batched(args.model, n_ctx=args.n_ctx, threads=args.threads, n_slots=n_slots)
+
+
+def _remote_providers(args: argparse.Namespace, n: int) -> list:
     try:
         from backtrack_sampler.provider.remote import OpenAICompatibleProvider, RemoteError
     except ImportError as exc:
@@ -158,7 +205,7 @@ def _providers(args: argparse.Namespace) -> list:
         )
     except RemoteError as exc:
         raise CliError(f"argument --remote-url: {exc}") from None
-    return [base] + [base.spawn() for _ in range((args.concurrency or 8) - 1)]
+    return [base] + [base.spawn() for _ in range(n - 1)]
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
@@ -177,28 +224,23 @@ def run_batch_command(args: argparse.Namespace) -> int:
         strategy=args.strategy,
     )
     rewinds = budget(args)
-    providers = _providers(args)
     try:
-        summary = run_batch(
-            args.input,
-            args.output,
-            providers,
-            defaults,
-            events_path=args.events_out,
-            budget=rewinds,
-            progress=None if args.no_progress else sys.stderr,
-        )
+        with _open_providers(args) as providers:
+            summary = run_batch(
+                args.input,
+                args.output,
+                providers,
+                defaults,
+                events_path=args.events_out,
+                budget=rewinds,
+                progress=None if args.no_progress else sys.stderr,
+            )
     except BatchError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to finish the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        for provider in providers:
-            close = getattr(provider, "close", None)
-            if close is not None:
-                close()
     if not args.no_progress:
         print(
             f"{summary.ran} lines answered now, {summary.done_before} before; {summary.errors} errors; "
