@@ -1,12 +1,12 @@
-"""Server overhead: streamed tokens/s through the server against the library called directly.
+"""Server throughput: the server against the library, and the aggregate of many clients with ``--parallel``.
 
-Two set-ups, each interleaving the two paths with the same settings (greedy,
-same prompt, same length):
+Two set-ups interleave the two paths with the same settings (greedy, same
+prompt, same length):
 
-- ``process``: ``python -m backtrack_sampler serve`` as its own process (a
-  free port of 127.0.0.1, the embedded model, its own copy of the model);
-  this process streams from it with httpx and runs ``BacktrackSampler.stream``
-  on its own copy.
+- ``process``: ``python -m backtrack_sampler serve --parallel 1`` as its own
+  process (a free port of 127.0.0.1, the embedded model, its own copy of the
+  model); this process streams from it with httpx and runs
+  ``BacktrackSampler.stream`` on its own copy.
 - ``thread``: the app on uvicorn in a thread of this process, serving the very
   provider the library path uses (same model instance: only the server's own
   work differs).
@@ -16,7 +16,13 @@ from calling ``stream`` to its ``FinishEvent``. Prints the median tokens/s of
 each path and their ratio (target: at least 0.9), then the aggregate tokens/s
 of 8 concurrent streams.
 
-    python bench/server_throughput.py [--tokens 256] [--repeats 5] [--clients 8] [--setups process thread]
+A third set-up, ``scaling``, starts ``serve --parallel N`` for each N of
+``--parallel`` and streams from 1, 4 and 16 clients at once (``--scaling-clients``),
+each a different prompt: it prints the aggregate tokens/s of each and its
+ratio to one client (target with N >= 16: 16 clients at least 3x one client).
+
+    python bench/server_throughput.py [--tokens 256] [--repeats 5] [--clients 8] [--setups process thread scaling]
+        [--parallel 1 16] [--scaling-clients 1 4 16] [--scaling-tokens 64] [--threads N]
 """
 
 from __future__ import annotations
@@ -47,10 +53,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(n_ctx: int) -> tuple[subprocess.Popen, str]:
+def start_server(n_ctx: int, parallel: int = 1, threads: int | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "backtrack_sampler", "serve", "--port", str(port), "--n-ctx", str(n_ctx)]
-    command += ["--log-level", "warning"]
+    command += ["--parallel", str(parallel), "--log-level", "warning"]
+    command += [] if threads is None else ["--threads", str(threads)]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -64,12 +71,15 @@ def start_server(n_ctx: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the server did not start")
 
 
-def stream_from_server(client: httpx.Client, prompt: str, n: int) -> tuple[int, float, str, float]:
+def stream_from_server(
+    client: httpx.Client, prompt: str, n: int, bias: dict[str, float] | None = None
+) -> tuple[int, float, str, float]:
     """Tokens, seconds and text of one streamed completion, and the server engine's own tokens/s."""
     body = {
         "prompt": prompt,
         "max_tokens": n,
         "temperature": 0,
+        "logit_bias": bias or {},
         "stream": True,
         "stream_options": {"include_usage": True},
         "backtrack_events": True,  # for backtrack_stats: the engine's own tokens/s on the server
@@ -98,13 +108,13 @@ def stream_from_library(sampler: BacktrackSampler, prompt: str, n: int) -> tuple
     raise RuntimeError("no FinishEvent")
 
 
-def concurrent(url: str, clients: int, n: int) -> tuple[int, float]:
+def concurrent(url: str, clients: int, n: int, bias: dict[str, float] | None = None) -> tuple[int, float]:
     """Total tokens and seconds of ``clients`` streams sent at once (different prompts)."""
     counts = [0] * clients
 
     def one(i: int) -> None:
         with httpx.Client(base_url=url, timeout=600) as client:
-            counts[i] = stream_from_server(client, f"{PROMPT} there was a place number {i}", n)[0]
+            counts[i] = stream_from_server(client, f"{PROMPT} there was a place number {i}", n, bias)[0]
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
@@ -142,20 +152,52 @@ def in_thread(provider):
     return LiveServer(make_app(provider))
 
 
+def scaling(args: argparse.Namespace, eos: list[int]) -> None:
+    """Aggregate streamed tokens/s of 1, 4, 16 clients against ``serve --parallel N``, for each N."""
+    bias = {str(t): -100.0 for t in eos}  # every stream runs to --scaling-tokens
+    rows = []
+    for parallel in args.parallel:
+        process, url = start_server(args.n_ctx, parallel, args.threads)
+        try:
+            concurrent(url, 1, 8, bias)  # warm up
+            one = None
+            for clients in args.scaling_clients:
+                total, seconds = concurrent(url, clients, args.scaling_tokens, bias)
+                rate = total / seconds
+                one = rate if one is None else one
+                rows.append([parallel, clients, total, f"{seconds:.1f}", f"{rate:.1f}", f"{rate / one:.2f}"])
+            batch = httpx.get(f"{url}/health", timeout=10).json().get("batch")
+            if batch:
+                print(f"--parallel {parallel}: {batch['decodes']} decodes, at most {batch['max_sequences']} sequences")
+        finally:
+            process.terminate()
+            process.wait(30)
+    print(table(["--parallel", "clients", "tokens", "seconds", "aggregate tok/s", "vs 1 client"], rows))
+    print("vs 1 client: aggregate tok/s over that of one client on the same server (target for 16 clients: >= 3).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--n-ctx", type=int, default=2048)
-    parser.add_argument("--setups", nargs="+", choices=("process", "thread"), default=["process", "thread"])
+    parser.add_argument(
+        "--setups", nargs="+", choices=("process", "thread", "scaling"), default=["process", "thread", "scaling"]
+    )
+    parser.add_argument("--parallel", type=int, nargs="+", default=[1, 16], help="scaling: serve --parallel N")
+    parser.add_argument("--scaling-clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--scaling-tokens", type=int, default=64, help="scaling: tokens per stream")
+    parser.add_argument("--threads", type=int, help="scaling: serve --threads N (default: llama.cpp's choice)")
     args = parser.parse_args()
 
     print(machine())
     provider = LlamacppProvider(load_llama(n_ctx=args.n_ctx))
+    if "scaling" in args.setups:
+        scaling(args, sorted(provider.eos_token_ids))
     sampler = BacktrackSampler(provider)
     rows = []
-    for setup in args.setups:
+    for setup in [s for s in args.setups if s != "scaling"]:
         if setup == "process":
             process, url = start_server(args.n_ctx)
             try:
@@ -172,6 +214,8 @@ def main() -> None:
         rows.append([*row, f"{total / seconds:.1f}"])
     header = ["server in", "new tokens", "library tok/s", "server tok/s", "ratio", "server engine tok/s"]
     header += ["delivered/engine", f"{args.clients} streams tok/s"]
+    if not rows:
+        return
     print(table(header, rows))
     print("ratio: server / library, the median over interleaved pairs (target >= 0.9).")
     print("server engine tok/s: the engine's own rate inside the server (backtrack_stats);")
