@@ -161,13 +161,13 @@ class ModelWorker:
     def submit(self, plan: GenerationPlan) -> Job:
         """Queue every choice of a generation; call from the event loop that will read its outputs."""
         job = Job(plan, asyncio.get_running_loop(), job_id=next(self._ids), choices_left=len(plan.choices))
-        with self._lock:
+        with self._lock:  # counted and queued together: what /health counts is in the queue, in order
             self._pending += 1
+            for choice in plan.choices:
+                self._queue.put((job, choice))
         if not plan.choices:
             job.put(JobEnded())
             self._record(job, "completed", time.perf_counter())
-        for choice in plan.choices:
-            self._queue.put((job, choice))
         return job
 
     def wait_idle(self, timeout: float | None = None) -> bool:
