@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 
 import pytest
@@ -138,3 +139,37 @@ def test_leaving_the_worker_threads_early_stops_the_rest():
     assert threads.stop.is_set() and len(started) <= 3  # taken lazily, the queued ones cancelled
     with pytest.raises(ValueError, match="max_in_flight must be an integer >= 1, got 0"):
         WorkerThreads(0)
+
+
+# -- on a local model: the slots of one batched llama.cpp context -----------------------------------
+STARTS = ["Once upon a time", "The capital of France", "My favourite recipe", "Dear diary, today"]
+
+
+@pytest.mark.llamacpp
+def test_run_concurrently_on_batched_llamacpp_equals_each_prompt_alone(provider, smollm_path):
+    from backtrack_sampler.models import load_batched
+
+    # Prompts that share no prefix: llama.cpp's logits depend on how tokens are grouped into decodes (a prompt
+    # evaluated whole or token by token differs in the last bits), so a prompt that reuses another one's cached
+    # prefix may flip a near-tie; here every token is evaluated as it is when the prompt runs alone.
+    prompts = [*STARTS, *(s.lower() for s in STARTS)]
+    alone = [BacktrackSampler(provider).generate_text(p, max_new_tokens=24, temperature=0) for p in prompts]
+    bans = ["the", "a"]
+    # One llama.cpp thread: the test machine's cores are shared, and threads that wait on each other crawl then.
+    with load_batched(smollm_path, n_ctx=512, threads=1, n_slots=4) as batched:
+        results = run_concurrently(
+            lambda: BacktrackSampler(batched.provider()), prompts, concurrency=4, max_new_tokens=24, temperature=0
+        )
+        assert batched.stats.max_sequences > 1  # they were decoded together
+
+        def make_sampler():  # the README's pattern: a slot provider and a strategy per generation
+            slot = batched.provider()
+            return BacktrackSampler(slot, AntiSlopStrategy(slot, bans))
+
+        banned = run_concurrently(make_sampler, prompts, concurrency=4, max_new_tokens=24, temperature=0)
+    assert [r.tokens for r in results] == [r.tokens for r in alone]
+    assert [r.text for r in results] == [r.text for r in alone]
+    # Each sequence rewinds on its own while the others go on.
+    assert sum(len(r.rewinds) for r in banned) > 0
+    pattern = re.compile("|".join(rf"(?<!\w){b}(?!\w)" for b in bans), re.IGNORECASE)
+    assert all(r.tokens and not pattern.search(r.text) for r in banned), [r.text for r in banned]

@@ -1,10 +1,25 @@
-"""Many generations in flight at once, for engines that batch (vLLM, SGLang, ``backtrack-sampler serve``).
+"""Many generations in flight at once: on a local llama.cpp model, or an engine that batches (vLLM, SGLang, serve).
 
 ``AsyncBacktrackSampler`` gives each generation a fresh sampler, built by a
 factory, and runs it in a worker thread (``concurrency.WorkerThreads``);
-``run_concurrently`` is the blocking form for a list of prompts.
+``run_concurrently`` is the blocking form for a list of prompts. The factory
+decides where the sequences are decoded together:
+
+- a local llama.cpp model: ``BatchedLlamacpp(llm, n_slots=N)`` (or
+  ``models.load_batched``); ``batched.provider()`` is a provider on one of its
+  N slots, and one ``llama_decode`` per step serves every running sequence.
+  Give ``concurrency=N``: more generations wait for a slot, fewer leave slots
+  idle. (The transformers backend does not batch: one sequence at a time.)
+- a remote engine: ``OpenAICompatibleProvider.spawn()``, one per sequence.
+
+Each sequence keeps its own strategy and rewinds on its own.
 
 Example:
+    >>> with load_batched(n_slots=8) as batched:  # doctest: +SKIP
+    ...     def make_sampler():  # a slot provider and a strategy per generation
+    ...         provider = batched.provider()
+    ...         return BacktrackSampler(provider, AntiSlopStrategy(provider, ["tapestry"]))
+    ...     results = run_concurrently(make_sampler, prompts, concurrency=8, max_new_tokens=200)
     >>> base = OpenAICompatibleProvider(url, "smollm2", tokenizer=gguf)  # doctest: +SKIP
     >>> def make_sampler():  # doctest: +SKIP
     ...     provider = base.spawn()  # same server and HTTP client, state of its own
@@ -33,9 +48,11 @@ class AsyncBacktrackSampler:
 
     Args:
         make_sampler: builds the sampler of one generation (a provider and a
-            strategy of its own; ``OpenAICompatibleProvider.spawn`` shares the
-            server connection).
-        max_concurrency: the most generations running at once.
+            strategy of its own): ``BatchedLlamacpp.provider()`` for a slot of
+            a local llama.cpp model, ``OpenAICompatibleProvider.spawn()`` for a
+            remote engine.
+        max_concurrency: the most generations running at once (with a
+            ``BatchedLlamacpp``, its ``n_slots``).
     """
 
     def __init__(self, make_sampler: SamplerFactory, max_concurrency: int = 16) -> None:
@@ -118,7 +135,11 @@ def run_concurrently(
 
     Each generation gets a fresh sampler from ``make_sampler``; ``kwargs`` go
     to ``BacktrackSampler.generate_text``. Blocks; works inside or outside an
-    event loop.
+    event loop. On a local llama.cpp model, build the samplers on the slots of
+    one ``BatchedLlamacpp`` and give ``concurrency`` its ``n_slots``::
+
+        with load_batched(n_slots=8) as batched:
+            results = run_concurrently(lambda: BacktrackSampler(batched.provider()), prompts, concurrency=8)
     """
     _check_arguments(make_sampler, concurrency)
     results: list[GenerationResult | BaseException] = [None] * len(prompts)  # type: ignore[list-item]

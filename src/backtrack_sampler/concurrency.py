@@ -2,9 +2,10 @@
 
 The engine is synchronous, and a provider and a strategy hold the state of
 one generation, so concurrent generations run in worker threads, each with a
-sampler of its own. A remote provider spends its time waiting on HTTP (which
-releases the GIL), so the remote engine sees as many sequences as there are
-threads, and batches them.
+sampler of its own. A remote provider spends its time waiting on HTTP, and a
+slot of a ``BatchedLlamacpp`` waits for the shared decode (both release the
+GIL), so the engine sees as many sequences as there are threads, and batches
+them.
 
 ``WorkerThreads`` runs at most ``max_in_flight`` jobs at once, hands results
 back as they complete, and has one ``stop`` flag: set when the caller leaves
