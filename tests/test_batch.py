@@ -411,3 +411,130 @@ def test_slop_files_and_bans_merge_later_sources_winning(tmp_path):
     assert len(bans) == len(default_slop_list()) + 1
     assert bans[soft.text] == 0 and bans["moonlight"] == 0  # --ban made the soft slop entry a hard ban
     assert not cli.merged_bans(cli.build_parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl"]))
+
+
+# -- files that cannot be written: one error line, the documented status, nothing the user wrote lost ------------
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_help_documents_the_exit_statuses(capsys):
+    assert main(["batch", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Exit status: 0 when every line has its record" in out
+    assert "1 when a file cannot be read or written during the run" in out and "2 on a bad argument" in out
+
+
+@pytest.mark.parametrize("flag", ["-o", "--events-out"])
+def test_an_output_that_is_a_directory_is_named(tmp_path, capsys, flag):
+    source = write_lines(tmp_path / "in.jsonl", GOOD)
+    (tmp_path / "dir").mkdir()
+    paths = {
+        "-o": str(tmp_path / "out.jsonl"),
+        "--events-out": str(tmp_path / "pairs.jsonl"),
+        flag: str(tmp_path / "dir"),
+    }
+    assert main(["batch", str(source), *(a for item in paths.items() for a in item)]) == 2
+    named = "--output" if flag == "-o" else flag
+    assert f"error: argument {named}: must be a file, got the directory {str(tmp_path / 'dir')!r}" in one_error_line(
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "in.jsonl"]  # nothing created
+
+
+def test_an_output_in_a_missing_directory_is_named(tmp_path, capsys):
+    source = write_lines(tmp_path / "in.jsonl", GOOD)
+    assert main(["batch", str(source), "-o", str(tmp_path / "no" / "out.jsonl")]) == 2
+    assert "argument --output: no directory" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.fixture
+def read_only(monkeypatch, tmp_path):
+    """``tmp_path`` as if on a read-only file system: opening a file there for writing fails with EROFS.
+
+    (Tests run as root, where permission bits do not stop a write.)
+    """
+    import errno
+
+    real_open = os.open
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & writing and str(path).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def on():
+        monkeypatch.setattr(os, "open", open_)
+
+    return on
+
+
+def half_done(tmp_path: Path) -> tuple[Path, Path, Path, bytes, bytes]:
+    """A run killed after two lines, in the middle of the third: (input, output, pairs, their bytes)."""
+    source = write_lines(tmp_path / "in.jsonl", [*GOOD, {"id": "four", "prompt": "ab", "banned_strings": ["ab"]}])
+    out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
+    run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10), events_path=pairs, progress=None)
+    records = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(records[:2]) + records[2][:20])
+    return source, out, pairs, out.read_bytes(), pairs.read_bytes()
+
+
+def test_resuming_on_a_read_only_file_system_is_one_line_and_changes_nothing(tmp_path, capsys, read_only):
+    source, out, pairs, out_before, pairs_before = half_done(tmp_path)
+    read_only()
+    # The command: refused before any model is loaded.
+    assert main(["batch", str(source), "-o", str(out), "--events-out", str(pairs)]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"error: argument --output: cannot write {str(out)!r}: Read-only file system" in err
+    # The library: a BatchError naming the file.
+    with pytest.raises(BatchError, match="Read-only file system") as caught:
+        run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10), events_path=pairs, progress=None)
+    assert caught.value.path == out
+    assert out.read_bytes() == out_before and pairs.read_bytes() == pairs_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl", "pairs.jsonl"]
+
+
+def test_a_write_failing_mid_run_exits_1_naming_the_output(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from backtrack_sampler.cli import batch as batch_command
+
+    source, out = write_lines(tmp_path / "in.jsonl", GOOD), tmp_path / "out.jsonl"
+    monkeypatch.setattr(batch_command, "load_provider", lambda args: scripted())
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    args = ["batch", str(source), "-o", str(out), "--concurrency", "1", "--no-progress", "--max-tokens", "10"]
+    assert main(args) == 1
+    err = one_error_line(capsys.readouterr().err)
+    assert f"error: argument --output: cannot write {str(out)!r}: No space left on device" in err
+    monkeypatch.undo()
+    # Run again once the disk has room: the rest is done, one record per line.
+    monkeypatch.setattr(batch_command, "load_provider", lambda args: scripted())
+    assert main(args) == 0
+    assert sorted(str(r["id"]) for r in read_records(out)) == ["2", "one", "three"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "content"),
+    [
+        ("-o", b"my notes, not results\nthe last line without a newline"),
+        ("-o", b'{"id": "mine", "prompt": "a prompt of my own"}\n'),
+        ("--events-out", b'{"id": "one", "prompt": "a prompt of my own"}\n{"id": 2, "pro'),
+    ],
+)
+def test_a_file_this_command_did_not_write_is_refused_untouched(tmp_path, flag, content):
+    source = write_lines(tmp_path / "in.jsonl", GOOD)
+    target = tmp_path / "mine.jsonl"
+    target.write_bytes(content)
+    out = target if flag == "-o" else tmp_path / "out.jsonl"
+    events = target if flag == "--events-out" else None
+    with pytest.raises(BatchError, match="the file was not written by this command") as caught:
+        run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10), events_path=events, progress=None)
+    assert caught.value.path == target
+    assert target.read_bytes() == content

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 # Errors keyed by input line (the line has no usable id of its own); every other record is keyed by id.
@@ -9,7 +11,14 @@ LINE_ERRORS = ("invalid_line", "duplicate_id")
 
 
 class BatchError(Exception):
-    """A problem that stops the whole run (unreadable files, an unreachable server); nothing is lost."""
+    """A problem that stops the whole run (unreadable files, an unreachable server); nothing is lost.
+
+    ``path`` is the file at fault, when one is (so a front end can name the argument that gave it).
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
 
 
 class LineError(Exception):

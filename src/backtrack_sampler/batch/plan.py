@@ -16,6 +16,10 @@ from backtrack_sampler.batch.errors import LINE_ERRORS, BatchError, LineError, e
 from backtrack_sampler.batch.jsonl import recover_jsonl, rewrite_jsonl
 from backtrack_sampler.batch.lines import BatchDefaults, Job, make_job, read_line
 
+# Keys every output record has (results and error records), and every preference pair.
+OUTPUT_KEYS = ("id", "line")
+PAIR_KEYS = ("id", "prompt", "chosen", "rejected")
+
 # What a record answers: ("id", the id as JSON) or ("line", the line number) for a line without a usable id.
 Key = tuple[str, str]
 
@@ -43,12 +47,12 @@ def plan_batch(input_path: Path, output_path: Path, defaults: BatchDefaults, eve
     try:
         lines = input_path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise BatchError(f"cannot read {str(input_path)!r}: {exc.strerror or exc}") from None
+        raise BatchError(f"cannot read {str(input_path)!r}: {exc.strerror or exc}", path=input_path) from None
     except UnicodeDecodeError as exc:
-        raise BatchError(f"{input_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    done = {record_key(r) for r in recover_jsonl(output_path)}
+        raise BatchError(f"{input_path}: not UTF-8 text ({exc.reason} at byte {exc.start})", path=input_path) from None
+    done = {record_key(r) for r in recover_jsonl(output_path, OUTPUT_KEYS)}
     if events_path is not None:
-        pairs = recover_jsonl(events_path)
+        pairs = recover_jsonl(events_path, PAIR_KEYS)
         kept = [p for p in pairs if ("id", json.dumps(p.get("id"))) in done]
         if len(kept) < len(pairs):
             rewrite_jsonl(events_path, kept)

@@ -131,11 +131,12 @@ class _Outputs:
     def __init__(self, output: Path, events: Path | None, meter: Progress) -> None:
         self.meter = meter
         self.pairs = 0
+        self._results = JsonlAppender(output)  # raises BatchError naming the file
         try:
-            self._results = JsonlAppender(output)
             self._pairs = JsonlAppender(events) if events is not None else None
-        except OSError as exc:
-            raise BatchError(f"cannot open the output: {exc}") from None
+        except BatchError:
+            self._results.close()
+            raise
 
     def write(self, record: dict[str, Any], pairs: Sequence[dict[str, Any]] = ()) -> None:
         """Write a job's pairs, then its record: a result on disk means its pairs are there."""

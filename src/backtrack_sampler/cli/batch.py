@@ -12,11 +12,11 @@ providers. The transformers backend runs one sequence at a time, loaded as
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from backtrack_sampler.cli.generate import describe_strategies, strategy_choices
 from backtrack_sampler.cli.options import (
@@ -31,6 +31,7 @@ from backtrack_sampler.cli.options import (
     budget,
     dest,
     int_at_least,
+    load_batched,
     load_provider,
     merged_bans,
     model_file,
@@ -38,11 +39,9 @@ from backtrack_sampler.cli.options import (
     one_line,
 )
 
-if TYPE_CHECKING:
-    from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
-
 EXIT_FAILED = 1
 DEFAULT_CONCURRENCY = 8
+MAX_LOCAL_CONCURRENCY = 256  # BatchedLlamacpp's limit on sequence slots
 
 BATCH_EXAMPLES = f"""\
 examples:
@@ -60,6 +59,12 @@ Each output line holds the id, the text, the finish reason and the stats, or an 
 with --concurrency above 1 the lines come in the order they finish.
 Killed at any moment and started again with the same command, it finishes the rest:
 no line lost, none twice. The API key comes from --api-key or ${API_KEY_ENV}.
+
+Exit status: 0 when every line has its record (error records for bad lines included);
+1 when a file cannot be read or written during the run, or the remote engine fails
+(what was written stays valid: run the same command again to go on); 2 on a bad
+argument (an OUTPUT that is a directory or cannot be written, ...) or a missing model
+or backend, found before anything is loaded or written; 130 when interrupted.
 """
 
 
@@ -138,6 +143,30 @@ def _check(args: argparse.Namespace) -> None:
         paths.append(args.events_out.resolve())
     if len(set(paths)) < len(paths):
         raise CliError("argument --output: INPUT, OUTPUT and --events-out must be three different files")
+    _check_writable("--output", args.output)
+    if args.events_out is not None:
+        _check_writable("--events-out", args.events_out)
+    _check_backend(args)
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """``path`` can be appended to (or created); nothing is created or changed by the check."""
+    if path.is_dir():
+        raise CliError(f"argument {flag}: must be a file, got the directory {str(path)!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CliError(f"argument {flag}: no directory {str(parent)!r} to write {str(path)!r} in")
+    if not path.exists():
+        if not os.access(parent, os.W_OK):
+            raise CliError(f"argument {flag}: cannot create {str(path)!r}: the directory is not writable")
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+    except OSError as exc:
+        raise CliError(f"argument {flag}: cannot write {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _check_backend(args: argparse.Namespace) -> None:
     if args.remote_url is not None:
         for flag, value in (("--remote-model", args.remote_model), ("--tokenizer", args.tokenizer)):
             if value is None:
@@ -152,6 +181,11 @@ def _check(args: argparse.Namespace) -> None:
         raise CliError(
             f"argument --concurrency: --backend transformers runs one sequence at a time, got {args.concurrency}; "
             "use the llama.cpp backend or --remote-url for concurrency"
+        )
+    if (args.concurrency or 0) > MAX_LOCAL_CONCURRENCY:
+        raise CliError(
+            f"argument --concurrency: llama.cpp decodes at most {MAX_LOCAL_CONCURRENCY} sequences together, "
+            f"got {args.concurrency}"
         )
 
 
@@ -168,7 +202,7 @@ def _open_providers(args: argparse.Namespace) -> Iterator[list]:
     n = _concurrency(args)
     with ExitStack() as stack:
         if args.remote_url is None and n > 1:
-            batched = _load_batched(args, n)
+            batched = load_batched(args, n)
             stack.callback(batched.close)
             yield [batched.provider() for _ in range(n)]
             return
@@ -178,13 +212,6 @@ def _open_providers(args: argparse.Namespace) -> Iterator[list]:
             if close is not None:
                 stack.callback(close)
         yield providers
-
-
-def _load_batched(args: argparse.Namespace, n_slots: int) -> BatchedLlamacpp:
-    """``--concurrency`` slots of ``--n-ctx`` positions each in one llama.cpp context (``models.load_batched``)."""
-    from backtrack_sampler.models import load_batched
-
-    return load_batched(args.model, n_ctx=args.n_ctx, threads=args.threads, n_slots=n_slots)
 
 
 def _remote_providers(args: argparse.Namespace, n: int) -> list:
@@ -206,6 +233,17 @@ def _remote_providers(args: argparse.Namespace, n: int) -> list:
     except RemoteError as exc:
         raise CliError(f"argument --remote-url: {exc}") from None
     return [base] + [base.spawn() for _ in range(n - 1)]
+
+
+def _flag_of(args: argparse.Namespace, path: Path | None) -> str:
+    """``"argument --output: "`` when ``path`` is the file one of the arguments named, else ``""``."""
+    if path is None:
+        return ""
+    named = [("INPUT", args.input), ("--output", args.output), ("--events-out", args.events_out)]
+    for flag, given_path in named:
+        if given_path is not None and given_path.resolve() == path.resolve():
+            return f"argument {flag}: "
+    return ""
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
@@ -236,7 +274,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
                 progress=None if args.no_progress else sys.stderr,
             )
     except BatchError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"error: {_flag_of(args, exc.path)}{one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to finish the rest", file=sys.stderr)
