@@ -29,7 +29,7 @@ from backtrack_sampler.cli.options import (
     non_empty,
     port,
 )
-from backtrack_sampler.server.settings import ServerSettings
+from backtrack_sampler.server.settings import ServerSettings, hosts_for_bind
 
 DEFAULT_PARALLEL = 8
 DEFAULT_SAVED_PREFIXES = 16
@@ -43,6 +43,7 @@ examples:
   backtrack-sampler serve --parallel 1                      # one sequence at a time, with saved KV prefixes
   backtrack-sampler serve --backend transformers --model ./my-hf-model-dir
   backtrack-sampler serve --api-key s3cret                  # or set {API_KEY_ENV}
+  backtrack-sampler serve --host 0.0.0.0 --allowed-host my-box.lan --api-key s3cret
 
 Then open http://127.0.0.1:8000/ for the playground, or point any OpenAI client at
 http://127.0.0.1:8000/v1. Bans and strategies ride as extra body fields
@@ -75,6 +76,18 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     g = serve.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     g.add_argument("--port", type=port, default=8000, help="port (default: 8000)")
+    g.add_argument(
+        "--allowed-host",
+        action="append",
+        type=non_empty,
+        metavar="NAME",
+        help=(
+            "also answer requests whose Host header names NAME (repeatable; '*': any host). By default the "
+            "server answers only to the names of the address it binds (127.0.0.1, localhost and [::1] on "
+            "loopback; with 0.0.0.0 those and this machine's host name); other hosts get 403, so a web page "
+            "cannot reach it through a DNS name rebound to this machine"
+        ),
+    )
     add_api_key_option(g, "require 'Authorization: Bearer KEY' on /v1 requests; none when unset")
     g.add_argument(
         "--log-level",
@@ -83,7 +96,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         help="uvicorn's log level (default: info)",
     )
 
-    g = serve.add_argument_group("limits (a request over a limit is answered 400)")
+    g = serve.add_argument_group("limits (a request over a limit is answered 400; a body over --max-body-bytes, 413)")
     docs = field_docs(ServerSettings)
     for field in limit_fields():
         default = "" if field.default is None else f" (default: {field.default})"
@@ -174,8 +187,9 @@ def run_serve(args: argparse.Namespace) -> int:
         served = "one sequence at a time"
     name = args.model_name or _default_name(args.model)
     limits = {field.name: getattr(args, field.name) for field in limit_fields()}
+    hosts = allowed_hosts(args.host, args.allowed_host)
     try:
-        app = create_app(model, name, api_key=args.api_key, **limits)
+        app = create_app(model, name, api_key=args.api_key, allowed_hosts=hosts, **limits)
         shown = f"[{args.host}]" if ":" in args.host else args.host
         print(f"serving {name!r} on http://{shown}:{args.port}/ (API: /v1, playground: /; {served})", file=sys.stderr)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -183,6 +197,11 @@ def run_serve(args: argparse.Namespace) -> int:
         if parallel > 1:
             model.close()
     return 0
+
+
+def allowed_hosts(bind: str, extra: list[str] | None) -> tuple[str, ...]:
+    """The hosts the server answers to: those of the address it binds, and each ``--allowed-host``."""
+    return (*hosts_for_bind(bind), *(extra or ()))
 
 
 def _parallel(args: argparse.Namespace) -> int:

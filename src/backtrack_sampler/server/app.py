@@ -7,6 +7,8 @@ Routes:
 - ``GET /v1/models``, ``GET /health``.
 - ``GET /``: the playground (static files under ``server/static``).
 
+Every request first passes ``guard.RequestGuard`` (its ``Host``, the API key,
+the body size); ``openapi`` describes what each route answers.
 A request is checked and planned in a thread (``prepare``), then its choices
 are queued on the model's worker (``worker``): one thread for a provider,
 one per slot for a ``SequencePool`` (``BatchedLlamacpp``, continuous
@@ -17,13 +19,12 @@ that disconnects cancels its job.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +33,8 @@ from backtrack_sampler import __version__
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server.errors import APIError, error_body, install_error_handlers
 from backtrack_sampler.server.generation import GenerationPlan
+from backtrack_sampler.server.guard import RequestGuard
+from backtrack_sampler.server.openapi import ROUTE_RESPONSES
 from backtrack_sampler.server.prepare import chat_plan, completion_plan
 from backtrack_sampler.server.responses import ChatFormatter, CompletionFormatter, Formatter
 from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
@@ -58,8 +61,11 @@ def create_app(
             on one model shares its worker.
         model_name: the id listed by ``/v1/models``.
         api_key: when given, ``/v1/...`` requests need ``Authorization: Bearer <api_key>``.
-        **limits: the other fields of ``ServerSettings`` (``max_prompt_tokens``,
-            ``max_tokens_limit``, ``max_bans``, ``max_logprobs``, ``max_n``, ...).
+        **limits: the other fields of ``ServerSettings``: ``allowed_hosts`` (the names
+            clients may send in ``Host``; default: this machine's loopback names, so an app
+            served on another address, or tested with FastAPI's ``TestClient`` (``testserver``),
+            names its hosts), ``max_prompt_tokens``, ``max_tokens_limit``, ``max_bans``,
+            ``max_n``, ``max_choices``, ``max_body_bytes``, ...
 
     Example:
         >>> app = create_app(LlamacppProvider(llm), "smollm2")  # doctest: +SKIP
@@ -81,31 +87,32 @@ def create_app(
     app.state.provider = planner
     app.state.worker = worker
     install_error_handlers(app)
+    app.add_middleware(RequestGuard, settings=settings)
     started = int(time.time())
 
-    api = APIRouter(prefix="/v1", dependencies=[Depends(_authorize)])
+    api = APIRouter(prefix="/v1")  # RequestGuard checks the API key
 
-    @api.get("/models")
+    @api.get("/models", response_model=None, responses=ROUTE_RESPONSES["models"])
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [_model_card(settings, planner, started)]}
 
-    @api.get("/models/{model_id}")
+    @api.get("/models/{model_id}", response_model=None, responses=ROUTE_RESPONSES["model"])
     async def get_model(model_id: str) -> dict[str, Any]:
         if model_id != settings.model_name:
             raise APIError(f"model {model_id!r} is not served here", param="model", status=404, code="model_not_found")
         return _model_card(settings, planner, started)
 
-    @api.post("/completions")
+    @api.post("/completions", response_model=None, responses=ROUTE_RESPONSES["completions"])
     async def completions(request: Request, body: CompletionRequest):
         return await _generate(request, body, completion_plan, CompletionFormatter)
 
-    @api.post("/chat/completions")
+    @api.post("/chat/completions", response_model=None, responses=ROUTE_RESPONSES["chat"])
     async def chat_completions(request: Request, body: ChatCompletionRequest):
         return await _generate(request, body, chat_plan, ChatFormatter)
 
     app.include_router(api)
 
-    @app.get("/health")
+    @app.get("/health", response_model=None, responses=ROUTE_RESPONSES["health"])
     async def health() -> dict[str, Any]:
         body = {"status": "ok", "model": settings.model_name, "generation": worker.status()}
         batch = worker.batch_stats()
@@ -119,17 +126,6 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-async def _authorize(request: Request) -> None:
-    key = request.app.state.settings.api_key
-    if key is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-        message = "missing API key: send 'Authorization: Bearer <key>'" if not header else "invalid API key"
-        raise APIError(message, status=401, code="invalid_api_key")
 
 
 def _model_card(settings: ServerSettings, provider: BaseProvider, created: int) -> dict[str, Any]:
@@ -172,7 +168,7 @@ async def _respond(request: Request, job: Job, formatter: Formatter, stream: boo
     finally:
         job.cancel()  # no-op once finished; stops the generation if the client went away
     if failure is not None:
-        raise APIError(failure.message, status=failure.status)
+        raise APIError(failure.message, param=failure.param, status=failure.status)
     return JSONResponse(formatter.response())
 
 
@@ -213,7 +209,7 @@ async def _event_stream(job: Job, formatter: Formatter) -> AsyncIterator[str]:
                 break
             if isinstance(item, JobFailed):
                 kind = "invalid_request_error" if item.status < 500 else "server_error"
-                yield sse(error_body(item.message, kind))
+                yield sse(error_body(item.message, kind, item.param))
                 break
             for chunk in formatter.chunks(item):
                 yield sse(chunk)

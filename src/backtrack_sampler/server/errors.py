@@ -19,6 +19,7 @@ logger = logging.getLogger("backtrack_sampler.server")
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "invalid_request_error",
+    403: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
@@ -61,14 +62,26 @@ class APIError(Exception):
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    """The JSON body of an error, also sent as an SSE event when a stream fails."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    """The JSON body of an error, also sent as an SSE event when a stream fails.
+
+    A lone surrogate that came with the request (in a parameter's name) is written
+    as a backslash escape: UTF-8 cannot carry it, and the error must still be sent.
+    """
+    param = None if param is None else printable(param)
+    return {"error": {"message": printable(message), "type": type_, "param": param, "code": code}}
 
 
-def error_response(error: APIError) -> JSONResponse:
-    """The JSON response of ``error`` (401s also say how to authenticate)."""
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (not valid Unicode text, not encodable in UTF-8) written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_response(error: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON response of ``error`` (401s also say how to authenticate), with ``headers`` added."""
+    headers = dict(headers or {})
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error.body(), status_code=error.status, headers=headers or None)
 
 
 def short_repr(value: Any, limit: int = 80) -> str:
@@ -84,7 +97,7 @@ def validation_error(exc: RequestValidationError) -> APIError:
         return APIError("the request body is invalid")
     first = errors[0]
     kind = first.get("type", "")
-    loc = [part for part in first.get("loc", ()) if part != "body"]
+    loc = _without_key([part for part in first.get("loc", ()) if part != "body"])
     if kind == "json_invalid":
         detail = first.get("ctx", {}).get("error", "")
         suffix = f": {detail}" if detail else ""
@@ -99,6 +112,7 @@ def validation_error(exc: RequestValidationError) -> APIError:
 
 def _field_error(error: dict[str, Any], loc: list[Any]) -> APIError:
     kind = error.get("type", "")
+    loc = _without_key(loc)
     param = _param_name(loc)
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
@@ -126,10 +140,17 @@ def _union_error(errors: list[dict[str, Any]], prefix: list[Any]) -> APIError:
     field = next((str(p) for p in reversed(prefix) if isinstance(p, str)), "")
     kinds = _UNION_SHAPES.get(field) or " or ".join(dict.fromkeys(_shown_type(t) for t, _, _ in members))
     got = short_repr(errors[0].get("input"))
-    if errors[0].get("type") == "value_error":
-        message = str(errors[0].get("msg", "")).removeprefix("Value error, ")
+    # A member whose type fits but whose check refused the value (a lone surrogate in a string) says why.
+    refused = next((e for _, _, e in members if e.get("type") == "value_error"), errors[0])
+    if refused.get("type") == "value_error":
+        message = str(refused.get("msg", "")).removeprefix("Value error, ")
         return APIError(f"{param}: {message}", param=param, code="invalid_value")
     return APIError(f"{param}: must be {kinds}, got {got}", param=param, code="invalid_type")
+
+
+def _without_key(loc: list[Any]) -> list[Any]:
+    """The location of a bad key of a mapping is the mapping's: the key may be anything (not printable)."""
+    return loc[: loc.index("[key]") - 1] if "[key]" in loc[1:] else loc
 
 
 def _is_type_error(error: dict[str, Any]) -> bool:
@@ -173,7 +194,7 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route for {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(APIError(message, status=exc.status_code, code=None))
+        return error_response(APIError(message, status=exc.status_code, code=None), exc.headers)  # 405: Allow
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -36,7 +36,11 @@ FinishReason = Literal["stop", "length"]
 
 
 class RequestRejected(Exception):
-    """The engine refused the request's arguments (answered 400)."""
+    """The engine refused the request's arguments, or its strategy failed (answered 400 naming ``param``)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class GenerationPlan:
     stops: list[str] = field(default_factory=list)
     top_logprobs: int | None = None
     backtrack_events: bool = False
+    failure_param: str | None = None
+    """The parameter an error names when the request's strategy fails while generating
+    (``banned_regex`` for a pattern that searched too long)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ def run_choice(
         events = sampler.stream(choice.prompt_tokens, params=choice.params)
     except (ValueError, TypeError) as exc:
         raise RequestRejected(str(exc)) from exc
-    outputs = _ChoiceOutputs(choice, strategy, StopScanner(plan.stops), plan.backtrack_events, emit)
+    outputs = _ChoiceOutputs(choice, strategy, StopScanner(plan.stops), plan, emit)
     try:
         for event in events:
             if control.cancelled:
@@ -144,13 +151,14 @@ class _ChoiceOutputs:
         choice: ChoiceSpec,
         strategy: RequestStrategy,
         scanner: StopScanner,
-        backtrack_events: bool,
+        plan: GenerationPlan,
         emit: Callable[[Output], None],
     ) -> None:
         self.choice = choice
         self.strategy = strategy
         self.scanner = scanner
-        self.backtrack_events = backtrack_events
+        self.backtrack_events = plan.backtrack_events
+        self.failure_param = plan.failure_param
         self.emit = emit
         self.emitted = 0  # tokens the engine has made final
 
@@ -175,7 +183,7 @@ class _ChoiceOutputs:
 
     def _finish(self, event: FinishEvent) -> None:
         if self.strategy.failure is not None:
-            raise RequestRejected(self.strategy.failure)
+            raise RequestRejected(self.strategy.failure, self.failure_param)
         _emit_text(self.choice.index, self.scanner.flush(), self.emit)
         stopped = self.scanner.stopped or event.reason in ("eos", "stop")
         done = ChoiceDone(

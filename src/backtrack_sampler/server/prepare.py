@@ -24,6 +24,10 @@ from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 LOGIT_BIAS_LIMIT = 100.0
+DEFAULT_REWINDS_PER_POSITION = 16
+MAX_CHARS_PER_TOKEN = 32
+"""A prompt of more characters than this many per token the model may read is refused before
+it is tokenized (no tokenizer packs more than this into a token on ordinary text)."""
 
 
 def check_model(requested: str | None, settings: ServerSettings) -> None:
@@ -52,7 +56,9 @@ def completion_plan(
         raise APIError(
             f"logprobs: at most {settings.max_logprobs}, got {request.logprobs}", param="logprobs", code="limit"
         )
-    prompts = [_prompt_tokens(p, provider, settings, "prompt") for p in request.prompts()]
+    texts = request.prompts()
+    _check_choices(len(texts), request.n, settings)
+    prompts = [_prompt_tokens(p, provider, settings, "prompt") for p in texts]
     max_tokens = _max_tokens(request.max_tokens, "max_tokens", settings, COMPLETIONS_DEFAULT_MAX_TOKENS)
     plan = _plan(request, prompts, provider, settings, max_tokens, request.logprobs)
     return plan, [len(p) for p in prompts]
@@ -65,6 +71,7 @@ def chat_plan(
     check_model(request.model, settings)
     if request.tools:
         raise APIError("tools: not supported", param="tools", code="unsupported")
+    _check_choices(1, request.n, settings)
     json_root = _json_root(request.response_format)
     top = _chat_top_logprobs(request, settings)
     max_tokens = _chat_max_tokens(request, settings)
@@ -129,8 +136,6 @@ def _plan(
     top_logprobs: int | None,
     json_root: str | None = None,
 ) -> GenerationPlan:
-    if request.n > settings.max_n:
-        raise APIError(f"n: at most {settings.max_n}, got {request.n}", param="n", code="limit")
     if request.stream_options is not None and not request.stream:
         raise APIError("stream_options: only allowed when stream is true", param="stream_options")
     stops = request.stop or []
@@ -152,20 +157,63 @@ def _plan(
         build_strategy(provider, request.strategy, phrases, patterns, json_root, limits)
         for _ in range(len(prompts) * request.n)
     ]
-    budget = RewindBudget(
-        per_position=16 if request.rewinds_per_position is None else request.rewinds_per_position,
-        per_generation=request.max_rewinds,
-    )
     return GenerationPlan(
         choices=_choices(request, prompts, max_tokens, strategies),
-        budget=budget,
+        budget=_rewind_budget(request, settings, max_tokens),
         logit_bias=_logit_bias(request.logit_bias, provider),
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
         stops=stops,
         top_logprobs=top_logprobs,
         backtrack_events=request.backtrack_events,
+        failure_param=_failure_param(request, json_root),
     )
+
+
+def _check_choices(prompts: int, n: int, settings: ServerSettings) -> None:
+    """``n`` within ``max_n``, and prompts x ``n`` within ``max_choices`` (checked before tokenizing)."""
+    if n > settings.max_n:
+        raise APIError(f"n: at most {settings.max_n}, got {n}", param="n", code="limit")
+    if prompts * n > settings.max_choices:
+        param = "prompt" if prompts > 1 else "n"
+        raise APIError(
+            f"{param}: at most {settings.max_choices} choices (prompts x n) in one request, "
+            f"got {prompts} x {n} = {prompts * n}",
+            param=param,
+            code="limit",
+        )
+
+
+def _rewind_budget(request: SamplingRequest, settings: ServerSettings, max_tokens: int) -> RewindBudget:
+    """The request's rewind budget within the server's limits.
+
+    A value over a limit is answered 400; none given: the engine's default, capped by the limit.
+    """
+    limits = (
+        ("max_rewinds", request.max_rewinds, settings.max_rewinds_limit),
+        ("rewinds_per_position", request.rewinds_per_position, settings.rewinds_per_position_limit),
+    )
+    for param, value, limit in limits:
+        if value is not None and value > limit:
+            raise APIError(f"{param}: this server allows at most {limit}, got {value}", param=param, code="limit")
+    per_position = request.rewinds_per_position
+    if per_position is None:
+        per_position = min(DEFAULT_REWINDS_PER_POSITION, settings.rewinds_per_position_limit)
+    per_generation = request.max_rewinds
+    if per_generation is None:
+        per_generation = min(RewindBudget().generation_limit(max_tokens), settings.max_rewinds_limit)
+    return RewindBudget(per_position=per_position, per_generation=per_generation)
+
+
+def _failure_param(request: SamplingRequest, json_root: str | None) -> str | None:
+    """The parameter to blame when the request's strategy fails while generating (a regex that ran too long)."""
+    if request.banned_regex:
+        return "banned_regex"
+    if request.strategy is not None:
+        return "strategy"
+    if request.banned_strings:
+        return "banned_strings"
+    return None if json_root is None else "response_format"
 
 
 def _choices(
@@ -209,7 +257,7 @@ def _max_tokens(value: int | None, param: str, settings: ServerSettings, default
 
 def _prompt_tokens(prompt: str | Sequence[int], provider: BaseProvider, settings: ServerSettings, param: str) -> list:
     if isinstance(prompt, str):
-        tokens = provider.encode(prompt)
+        tokens = _encode(prompt, provider, settings, param)
     else:
         tokens = list(prompt)
         bad = [t for t in tokens if t >= provider.vocab_size]
@@ -233,6 +281,21 @@ def _prompt_tokens(prompt: str | Sequence[int], provider: BaseProvider, settings
             code="context_length_exceeded",
         )
     return tokens
+
+
+def _encode(text: str, provider: BaseProvider, settings: ServerSettings, param: str) -> list[int]:
+    """The tokens of ``text``; a text far too long for the model is refused without tokenizing it."""
+    limits = [n for n in (settings.max_prompt_tokens, provider.context_length) if n is not None]
+    if limits and len(text) > MAX_CHARS_PER_TOKEN * min(limits):
+        raise APIError(
+            f"{param}: the prompt has {len(text)} characters, far more than the {min(limits)} tokens this server reads",
+            param=param,
+            code="context_length_exceeded",
+        )
+    try:
+        return provider.encode(text)
+    except (ValueError, UnicodeError) as exc:
+        raise APIError(f"{param}: the model cannot encode it: {exc}", param=param, code="invalid_value") from None
 
 
 def _logit_bias(bias: dict[str, float] | None, provider: BaseProvider) -> dict[int, float]:

@@ -1,8 +1,11 @@
-"""Request bodies of ``/v1/completions`` and ``/v1/chat/completions``, as pydantic models.
+r"""Request bodies of ``/v1/completions`` and ``/v1/chat/completions``, as pydantic models.
 
 Types are strict (``"5"`` is not an integer, ``1`` is not a boolean) so that a
-wrong type answers 400 instead of being guessed. Unknown fields are ignored,
-as OpenAI-compatible servers do, so clients that send extra settings work.
+wrong type answers 400 instead of being guessed; an integral number such as
+``1.0`` is an integer, as JSON Schema counts it. Text must be valid Unicode: a
+lone surrogate (``"\ud800"`` in JSON), which no tokenizer can encode, answers
+400 naming the field. Unknown fields are ignored, as OpenAI-compatible servers
+do, so clients that send extra settings work.
 
 The fields after the OpenAI ones form the **extension block** (they ride in
 the official client's ``extra_body``):
@@ -17,13 +20,71 @@ the official client's ``extra_body``):
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from typing_extensions import TypeAliasType
 
 from backtrack_sampler.strategy import registry
 
 _CONFIG = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """Where ``text`` holds a lone surrogate, in words, or ``None`` when it is valid Unicode text."""
+    found = _LONE_SURROGATE.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X} at index {found.start()}"
+
+
+def _unicode_text(value: str) -> str:
+    where = _lone_surrogate(value)
+    if where is not None:
+        raise ValueError(f"must be valid Unicode text, got a lone surrogate ({where})")
+    return value
+
+
+def _unicode_key(value: str) -> str:
+    where = _lone_surrogate(value)
+    if where is not None:
+        raise ValueError(f"keys must be valid Unicode text, got a lone surrogate ({where}) in {value!r}")
+    return value
+
+
+def _unicode_json(value: Any) -> Any:
+    """Check every string of a JSON value (keys included), without recursion (it may nest deeply)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            where = _lone_surrogate(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+            where = next((w for w in map(_lone_surrogate, item) if w is not None), None)
+        else:
+            pending.extend(item if isinstance(item, list) else ())
+            where = None
+        if where is not None:
+            raise ValueError(f"must hold valid Unicode text, got a lone surrogate ({where}) in {item!r}")
+    return value
+
+
+def _integral(value: Any) -> Any:
+    """``1.0`` -> ``1``: JSON Schema counts an integral number as an integer, so the server does too."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
+"""A string that is valid Unicode text (no lone surrogate)."""
+Key = Annotated[str, AfterValidator(_unicode_key)]
+"""A key of a JSON object that is valid Unicode text."""
+JsonValue = Annotated[Any, AfterValidator(_unicode_json)]
+"""Any JSON value whose strings are valid Unicode text."""
+Integer = Annotated[int, BeforeValidator(_integral)]
+"""An integer, written ``1`` or ``1.0`` (never ``"1"`` or ``true``)."""
 
 
 class StreamOptions(BaseModel):
@@ -44,15 +105,17 @@ class StrategySpec(BaseModel):
 
     model_config = _CONFIG
 
-    name: str = Field(
+    name: Text = Field(
         description="The strategy's name (aliases in parentheses): "
         + ", ".join(f"`{e.name}`" + "".join(f" (`{a}`)" for a in e.aliases) for e in registry.strategy_entries(False))
         + "."
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Constructor parameters (JSON values).")
+    params: dict[Key, JsonValue] = Field(default_factory=dict, description="Constructor parameters (JSON values).")
 
 
-StrategyField = StrategySpec | str | list[StrategySpec | str] | None
+StrategyChain = TypeAliasType("StrategyChain", "list[StrategySpec | Text | StrategyChain]")
+"""A chain: a list of strategies, each a spec, a name or a chain again."""
+StrategyField = StrategySpec | Text | StrategyChain | None
 
 
 class SamplingRequest(BaseModel):
@@ -60,42 +123,46 @@ class SamplingRequest(BaseModel):
 
     model_config = _CONFIG
 
-    model: str | None = Field(None, description="The served model's id (see `/v1/models`); may be left out.")
-    max_tokens: int | None = Field(
+    model: Text | None = Field(None, description="The served model's id (see `/v1/models`); may be left out.")
+    max_tokens: Integer | None = Field(
         None,
         ge=1,
         description="The most tokens to generate (completions default: 16; chat: the server's limit).",
     )
     temperature: float = Field(1.0, ge=0, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass in (0, 1].")
-    n: int = Field(1, ge=1, description="How many choices; they are generated one after another.")
+    n: Integer = Field(1, ge=1, description="How many choices for each prompt.")
     stream: bool = Field(False, description="Answer with server-sent events ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = Field(
+    stop: Text | list[Text] | None = Field(
         None, description="Text that ends the generation; it is not included in the output."
     )
-    seed: int | None = Field(None, ge=0, description="Makes sampling reproducible; choice i uses seed + i.")
+    seed: Integer | None = Field(None, ge=0, description="Makes sampling reproducible; choice i uses seed + i.")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted from logits of tokens already used.")
     frequency_penalty: float = Field(
         0.0, ge=-2, le=2, description="Subtracted from logits, times the number of uses so far."
     )
-    logit_bias: dict[str, float] | None = Field(
+    logit_bias: dict[Key, float] | None = Field(
         None, description="`{token_id: bias}` added to the logits; each bias is clamped to [-100, 100]."
     )
-    user: str | None = Field(None, description="Accepted and ignored.")
+    user: Text | None = Field(None, description="Accepted and ignored.")
 
     # -- the extension block --------------------------------------------------------------
-    top_k: int | None = Field(None, ge=-1, description="Keep the k most likely tokens (0 or -1: off, the default).")
+    top_k: Integer | None = Field(None, ge=-1, description="Keep the k most likely tokens (0 or -1: off, the default).")
     min_p: float | None = Field(None, ge=0, lt=1, description="Drop tokens below min_p times the best probability.")
-    banned_strings: list[str] | None = Field(
+    banned_strings: list[Text] | None = Field(
         None, description="Phrases to ban (AntiSlop): erased as soon as they appear, and written differently."
     )
-    banned_regex: list[str] | None = Field(None, description="Regular expressions to ban, like `banned_strings`.")
+    banned_regex: list[Text] | None = Field(None, description="Regular expressions to ban, like `banned_strings`.")
     strategy: StrategyField = Field(
         None, description="A built-in strategy (a name, `{name, params}`, or a list of them for a chain)."
     )
-    max_rewinds: int | None = Field(None, ge=0, description="Rewinds allowed in one generation.")
-    rewinds_per_position: int | None = Field(None, ge=0, description="Rewinds allowed at one position.")
+    max_rewinds: Integer | None = Field(
+        None, ge=0, description="Rewinds allowed in one generation (at most the server's limit, its default)."
+    )
+    rewinds_per_position: Integer | None = Field(
+        None, ge=0, description="Rewinds allowed at one position (default 16; at most the server's limit)."
+    )
     backtrack_events: bool = Field(
         False,
         description="Streams also carry `backtrack_event` (rewinds, with the erased text and the reason) "
@@ -130,21 +197,21 @@ class SamplingRequest(BaseModel):
         return value
 
 
-TokenIds = list[Annotated[int, Field(ge=0)]]
+TokenIds = list[Annotated[Integer, Field(ge=0)]]
 
 
 class CompletionRequest(SamplingRequest):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str] | TokenIds | list[TokenIds] = Field(
+    prompt: Text | list[Text] | TokenIds | list[TokenIds] = Field(
         description="Text, token ids, or a list of either (one choice per prompt and n)."
     )
-    logprobs: int | None = Field(
+    logprobs: Integer | None = Field(
         None, ge=0, description="The log-probabilities of the top N tokens at each position (and of the chosen one)."
     )
     echo: bool = Field(False, description="Only false is supported.")
-    suffix: str | None = Field(None, description="Not supported.")
-    best_of: int | None = Field(None, ge=1, description="Only equal to n is supported.")
+    suffix: Text | None = Field(None, description="Not supported.")
+    best_of: Integer | None = Field(None, ge=1, description="Only equal to n is supported.")
 
     @field_validator("prompt")
     @classmethod
@@ -169,7 +236,7 @@ class TextPart(BaseModel):
     model_config = _CONFIG
 
     type: Literal["text"] = Field(description="Only `text` parts are supported.")
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
@@ -178,8 +245,8 @@ class ChatMessage(BaseModel):
     model_config = _CONFIG
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
-    name: str | None = None
+    content: Text | list[TextPart] | None = None
+    name: Text | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -193,10 +260,12 @@ class ChatCompletionRequest(SamplingRequest):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation; the assistant answers it.")
-    max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens (the newer name).")
+    max_completion_tokens: Integer | None = Field(None, ge=1, description="Same as max_tokens (the newer name).")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
-    top_logprobs: int | None = Field(None, ge=0, description="With logprobs: the N likeliest tokens at each position.")
-    response_format: dict[str, Any] | None = Field(
+    top_logprobs: Integer | None = Field(
+        None, ge=0, description="With logprobs: the N likeliest tokens at each position."
+    )
+    response_format: dict[Key, JsonValue] | None = Field(
         None, description='`{"type": "text"}` or `{"type": "json_object"}` (the output is kept valid JSON).'
     )
-    tools: list[Any] | None = Field(None, description="Not supported (must be empty).")
+    tools: list[JsonValue] | None = Field(None, description="Not supported (must be empty).")

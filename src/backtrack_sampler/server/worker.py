@@ -53,10 +53,11 @@ class SequencePool(Protocol):
 
 @dataclass(frozen=True)
 class JobFailed:
-    """The generation raised: ``status`` 400 for a bad request the checks missed, 500 otherwise."""
+    """The generation raised: ``status`` 400 for a bad request the checks missed (naming ``param``), 500 otherwise."""
 
     message: str
     status: int
+    param: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class ModelWorker:
             try:
                 run_choice(provider, job.plan, choice, job.control, job.put)
             except RequestRejected as exc:
-                self._fail(job, JobFailed(str(exc), 400))
+                self._fail(job, JobFailed(str(exc), 400, exc.param))
             except Exception as exc:  # a bug: report it to the client, keep serving
                 logger.exception("generation %d (choice %d) failed", job.job_id, choice.index)
                 self._fail(job, JobFailed(f"generation failed: {type(exc).__name__}: {exc}", 500))

@@ -1,0 +1,114 @@
+"""The checks made on every request before it is routed, in the order they run.
+
+1. **Host.** The ``Host`` header must name one of ``ServerSettings.allowed_hosts``
+   (``"*"``: any); otherwise 403 ``host_not_allowed``. A web page cannot then
+   drive a server on this machine through a DNS name it rebinds to 127.0.0.1
+   (the browser would send that name). A request without ``Host`` (HTTP/1.0)
+   cannot come from such a page and is let through.
+2. **API key.** With an API key set, ``/v1/...`` needs ``Authorization: Bearer <key>``:
+   401 otherwise, before the body is read, so a keyless client learns nothing
+   from how its body is parsed.
+3. **Body size.** A ``Content-Length`` over ``max_body_bytes`` is answered 413
+   at once; a body sent without one (chunked) is counted as it arrives and
+   answered 413 when it passes the limit. The body is read here, then handed
+   to the app, which would read it whole anyway before parsing it as JSON.
+
+It is a plain ASGI middleware: its errors are sent from here (the app's
+exception handlers run after it), with the same OpenAI error body.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backtrack_sampler.server.errors import APIError, error_response, short_repr
+from backtrack_sampler.server.settings import ServerSettings
+
+
+class RequestGuard:
+    """Check ``Host``, the API key and the body size of every HTTP request to ``app`` (see the module)."""
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            self.check_host(headers)
+            self.check_api_key(scope["path"], headers)
+            body = await self.read_body(headers, receive)
+        except APIError as error:
+            await error_response(error)(scope, receive, send)
+            return
+        if body is not None:  # None: the client went away while sending it
+            await self.app(scope, _replay(body, receive), send)
+
+    def check_host(self, headers: Headers) -> None:
+        host = headers.get("host")
+        if host is None or self.settings.host_allowed(host):
+            return
+        allowed = ", ".join(self.settings.allowed_hosts)
+        raise APIError(
+            f"host {short_repr(host)} is not allowed; this server answers to {allowed} "
+            "(serve --allowed-host NAME adds a name)",
+            status=403,
+            code="host_not_allowed",
+        )
+
+    def check_api_key(self, path: str, headers: Headers) -> None:
+        key = self.settings.api_key
+        if key is None or not (path == "/v1" or path.startswith("/v1/")):
+            return
+        header = headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            message = "missing API key: send 'Authorization: Bearer <key>'" if not header else "invalid API key"
+            raise APIError(message, status=401, code="invalid_api_key")
+
+    async def read_body(self, headers: Headers, receive: Receive) -> bytes | None:
+        """The whole body, at most ``max_body_bytes`` of it (413 beyond); ``None`` if the client went away."""
+        limit = self.settings.max_body_bytes
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise _too_large(limit, f"Content-Length is {length}")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, f"more than {limit} bytes were sent")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _too_large(limit: int, detail: str) -> APIError:
+    return APIError(
+        f"the request body is too large: this server accepts at most {limit} bytes ({detail})",
+        status=413,
+        code="request_too_large",
+    )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` as one message, then waits as ``receive`` does (for the disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
