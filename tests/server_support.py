@@ -70,9 +70,14 @@ def scripted_client(context_length: int | None = 4096, **limits: Any):
     return in_process_client(make_app(scripted_provider(context_length), **limits))
 
 
+TEST_HOSTS = ("testserver", "127.0.0.1", "localhost")
+"""The hosts the tests' apps answer to: FastAPI's TestClient sends ``Host: testserver``; uvicorn runs on 127.0.0.1."""
+
+
 def make_app(provider, **kwargs: Any):
     from backtrack_sampler.server import create_app
 
+    kwargs.setdefault("allowed_hosts", TEST_HOSTS)
     return create_app(provider, MODEL, **kwargs)
 
 

@@ -298,7 +298,7 @@ def test_the_server_runs_a_registered_strategy_with_its_params(fresh_registry):
     from backtrack_sampler.server import create_app
 
     registry.register("shout", ShoutStrategy)
-    http = TestClient(create_app(scripted(), "scripted"))
+    http = TestClient(create_app(scripted(), "scripted", allowed_hosts=["testserver"]))
 
     def complete(strategy) -> dict:
         body = {"model": "scripted", "prompt": "a", "max_tokens": 3, "temperature": 0, "strategy": strategy}

@@ -136,6 +136,9 @@ def test_the_readme_shows_the_examples_verbatim():
         (["--model", "/nonexistent/model.gguf"], "argument --model: file not found"),
         (["--max-tokens-limit", "0"], "argument --max-tokens-limit: must be an integer >= 1"),
         (["--parallel", "0"], "argument --parallel: must be an integer >= 1"),
+        (["--max-body-bytes", "10"], "argument --max-body-bytes: must be an integer >= 1024"),
+        (["--max-choices", "0"], "argument --max-choices: must be an integer >= 1"),
+        (["--max-rewinds-limit", "-1"], "argument --max-rewinds-limit: must be an integer >= 0"),
         (["--parallel", "257"], "argument --parallel: must be in [1, 256], got 257"),
         (
             ["--backend", "transformers", "--parallel", "4"],
@@ -148,3 +151,13 @@ def test_bad_serve_arguments_are_one_line_errors(args, message):
         [sys.executable, "-m", "backtrack_sampler", "serve", *args], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_offers_the_request_bounds_and_allowed_hosts():
+    done = subprocess.run(
+        [sys.executable, "-m", "backtrack_sampler", "serve", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    for flag in ("--allowed-host", "--max-body-bytes", "--max-choices", "--max-rewinds-limit"):
+        assert flag in done.stdout, flag
+    assert "--rewinds-per-position-limit" in done.stdout

@@ -5,9 +5,11 @@ They run on the scripted model (``server_support.scripted_provider``): no weight
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from server_support import MODEL, scripted_client
+from server_support import MODEL, scripted_client, sse_events
 
 pytest.importorskip("fastapi", reason="FastAPI is not installed (extra: server)")
 
@@ -177,3 +179,118 @@ def test_api_key():
     assert good.status_code == 200 and good.json()["usage"]["completion_tokens"] == 1
     assert http.get("/health").status_code == 200  # health and the playground page need no key
     assert http.get("/").status_code == 200
+
+
+# -- issue #13: what an attacker tried ----------------------------------------------------------
+LONE = "a\ud800b"  # a lone surrogate: valid JSON ("a\ud800b"), not valid Unicode text
+LONE_PART = [{"type": "text", "text": LONE}]
+LONE_SLOPS = {"name": "antislop", "params": {"slops": [LONE]}}
+SURROGATES = [
+    ("prompt", completion(prompt=LONE), "prompt"),
+    ("prompt list", completion(prompt=["ok", LONE]), "prompt.1"),
+    ("chat content", chat(messages=[{"role": "user", "content": LONE}]), "messages.0.content"),
+    (
+        "chat part",
+        chat(messages=[{"role": "user", "content": LONE_PART}]),
+        "messages.0.content.0.text",
+    ),
+    ("chat name", chat(messages=[{"role": "user", "content": "Hi", "name": LONE}]), "messages.0.name"),
+    ("strategy params key", completion(strategy={"name": "antislop", "params": {LONE: 1}}), "strategy.params"),
+    (
+        "strategy params value",
+        completion(strategy=LONE_SLOPS),
+        "strategy.params.slops",
+    ),
+    ("strategy name", completion(strategy=LONE), "strategy"),
+    ("strategy in a chain", completion(strategy=["json", {"name": LONE}]), "strategy.1.name"),
+    ("stop", completion(stop=LONE), "stop"),
+    ("stop list", completion(stop=["x", LONE]), "stop.1"),
+    ("banned_strings", completion(banned_strings=[LONE]), "banned_strings.0"),
+    ("banned_regex", completion(banned_regex=[LONE]), "banned_regex.0"),
+    ("logit_bias key", completion(logit_bias={LONE: 1}), "logit_bias"),
+    ("user", completion(user=LONE), "user"),
+    ("model", completion(model=LONE), "model"),
+    ("response_format", chat(response_format={"type": LONE}), "response_format.type"),
+]
+
+
+def post_escaped(http, path, body, **kwargs):
+    """POST ``body`` as JSON with non-ASCII escaped, so that lone surrogates travel as ``\\ud800``."""
+    headers = {"content-type": "application/json", **kwargs.pop("headers", {})}
+    return http.post(path, content=json.dumps(body).encode(), headers=headers, **kwargs)
+
+
+@pytest.mark.parametrize(("request_", "param"), [r[1:] for r in SURROGATES], ids=[r[0] for r in SURROGATES])
+def test_a_lone_surrogate_is_a_400_naming_the_field(http, request_, param):
+    path, body = request_
+    response = post_escaped(http, path, body)
+    assert response.headers["content-type"].startswith("application/json")
+    error = assert_error(response, 400, param)
+    assert "surrogate" in error["message"], error
+
+
+def test_integral_numbers_are_integers_as_json_schema_counts_them(http):
+    response = post(http, completion(n=2.0, max_tokens=3.0, seed=7.0, temperature=0))
+    assert response.status_code == 200, response.text
+    assert len(response.json()["choices"]) == 2 and response.json()["usage"]["completion_tokens"] == 6
+    assert_error(post(http, completion(n=1.5)), 400, "n")
+    assert_error(post(http, completion(max_tokens="3")), 400, "max_tokens")
+    assert_error(post(http, completion(n=True)), 400, "n")
+
+
+def test_prompts_times_n_is_bounded_before_tokenizing():
+    http = scripted_client(max_choices=4)
+    assert_error(post(http, completion(prompt=["Hi"] * 3, n=2)), 400, "prompt", "limit")
+    assert_error(post(http, completion(prompt="Hi", n=5)), 400, "n", "limit")  # max_n 8, but 5 > 4 choices
+    # Not tokenized: these characters are outside the scripted vocabulary (tokenizing them is a 400 of another kind).
+    error = assert_error(post(http, completion(prompt=["é"] * 5)), 400, "prompt", "limit")
+    assert "5 x 1 = 5" in error["message"]
+    assert post(http, completion(prompt=["Hi"] * 2, n=2)).json()["usage"]["completion_tokens"] == 16
+    # The default bound refuses the reported 1,000 prompts x n 8.
+    many = assert_error(post(scripted_client(), completion(prompt=["Hi"] * 1000, n=8)), 400, "prompt", "limit")
+    assert "8000" in many["message"]
+
+
+def test_the_rewind_budget_is_bounded_by_the_server():
+    from backtrack_sampler.server.prepare import completion_plan
+    from backtrack_sampler.server.schemas import CompletionRequest
+    from backtrack_sampler.server.settings import ServerSettings
+    from server_support import scripted_provider
+
+    http = scripted_client(max_rewinds_limit=10, rewinds_per_position_limit=3)
+    assert_error(post(http, completion(max_rewinds=11)), 400, "max_rewinds", "limit")
+    assert_error(post(http, completion(rewinds_per_position=4)), 400, "rewinds_per_position", "limit")
+    assert post(http, completion(max_rewinds=10, rewinds_per_position=3)).status_code == 200
+    settings = ServerSettings(MODEL, max_rewinds_limit=10, rewinds_per_position_limit=3)
+    plan, _ = completion_plan(CompletionRequest(prompt="Hi", max_tokens=40), scripted_provider(), settings)
+    assert (plan.budget.per_generation, plan.budget.per_position) == (10, 3)  # none given: the engine's, capped
+    plan, _ = completion_plan(CompletionRequest(prompt="Hi", max_tokens=40), scripted_provider(), ServerSettings(MODEL))
+    assert (plan.budget.per_generation, plan.budget.per_position) == (80, 16)  # the engine's defaults
+
+
+def test_a_prompt_far_longer_than_the_context_is_refused_before_tokenizing():
+    http = scripted_client(context_length=64)
+    # "é" is not in the scripted vocabulary: tokenizing it would fail with another message.
+    error = assert_error(post(http, completion(prompt="é" * (32 * 64 + 1))), 400, "prompt", "context_length_exceeded")
+    assert "characters" in error["message"]
+    long_chat = [{"role": "user", "content": "é" * (32 * 64)}]
+    assert_error(post(http, chat(messages=long_chat)), 400, "messages", "context_length_exceeded")
+    # A text the model cannot encode is a 400 too, never a 500.
+    assert_error(post(http, completion(prompt="é")), 400, "prompt", "invalid_value")
+
+
+def test_a_regex_that_searches_too_long_names_banned_regex(monkeypatch):
+    from backtrack_sampler.strategy.regex_tracker import RegexTracker
+
+    def too_long(self, index, text, pos, partial):
+        raise ValueError(f"regex {self.patterns[index].pattern!r} took longer than 0.05 s (simulated)")
+
+    monkeypatch.setattr(RegexTracker, "_find", too_long)
+    http = scripted_client()
+    error = assert_error(post(http, completion(banned_regex=["o+cean"])), 400, "banned_regex")
+    assert "took longer" in error["message"]
+    stream = http.post(COMPLETIONS, json=completion(banned_regex=["o+cean"], stream=True)[1])
+    failed = [e for e in sse_events(stream.text) if isinstance(e, dict) and "error" in e]
+    assert failed and failed[0]["error"]["param"] == "banned_regex"
+    antislop = {"name": "antislop", "params": {"slops": ["x"], "regex": ["o+cean"]}}
+    assert_error(post(http, completion(strategy=antislop)), 400, "strategy")

@@ -93,6 +93,10 @@ def test_chains_as_a_spec_or_a_list(http):
     assert text(http, strategy=chained) == "The ocean is a deep and mysterious sea"
     assert text(http, strategy=["adaptive", antislop]) == "The ocean is a deep and mysterious sea"
     assert text(http, strategy=["creative", antislop]) == CREATIVE
+    # Every form the registry takes: lists of specs, of names and specs, of lists (chains in a chain).
+    assert text(http, strategy=[{"name": "adaptive"}, antislop]) == "The ocean is a deep and mysterious sea"
+    assert text(http, strategy=[["adaptive"], [antislop]]) == "The ocean is a deep and mysterious sea"
+    assert text(http, strategy=[{"name": "creative_writing"}]) == text(http, strategy="creative_writing")
     # A spec and banned_strings together: both apply.
     assert text(http, strategy=[antislop], banned_strings=["mysterious"]) == "The ocean is a deep and calm sea"
 
@@ -133,7 +137,7 @@ def test_rewind_budgets(http):
         ({"name": "chain", "params": {"strategies": [{"name": "nope"}]}}, "strategy.params.strategies.0.name"),
         (["creative", {"name": "creative", "params": 5}], "strategy.1.params"),
         (["creative", "nope"], "strategy.1.name"),
-        ([["creative"]], "strategy.0"),  # a list in a list: only inside a chain's params
+        ([["creative", 5]], "strategy.0.1"),
         (5, "strategy"),
     ],
 )
