@@ -54,3 +54,22 @@ def test_banning_the_models_own_favourite_terms_leaks_nothing():
     assert plain["run"] == "no bans" and int(plain["leaks"]) > 0  # the terms are ones the model does write
     assert banned["run"] == "20 terms banned" and int(banned["rewinds"]) > 0
     assert banned["leaks"] == "0"
+
+
+def test_batched_throughput_compares_the_raw_loop_ours_and_antislop():
+    (row,) = run("batched_throughput.py", "--sequences", "2", "--tokens", "10", "--n-ctx", "128")
+    assert row["sequences"] == "2"
+    assert float(row["raw batched tok/s"]) > 0 and float(row["ours / raw"]) > 0
+    assert int(row["rewinds"]) > 0  # the words the model wrote are banned: the bans fire
+    assert float(row["µs/token outside decode"]) >= 0
+
+
+def test_sampling_overhead_covers_every_setting():
+    rows = run("sampling_overhead.py", "--tokens", "12", "--repeats", "1")
+    assert [r["setting"] for r in rows] == [
+        "top_p 0.9, top_k 0",
+        "top_k 50",
+        "min_p 0.05, top_k 0",
+        "top_k 40, top_p 0.95",
+    ]
+    assert all(float(r["ratio"]) > 0 for r in rows)
