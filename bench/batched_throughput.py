@@ -124,7 +124,7 @@ def frequent_words(results, n: int = 10) -> list[str]:
     return [w for w, _ in counts.most_common(n)]
 
 
-def measure(sequences: list[int], n_new: int, n_ctx: int = 512) -> list[list]:
+def measure(sequences: list[int], n_new: int, n_ctx: int = 512, echo: bool = False) -> list[list]:
     llm = load_llama(n_ctx=256)
     vocab = LlamacppProvider(llm)
     rows = []
@@ -141,7 +141,8 @@ def measure(sequences: list[int], n_new: int, n_ctx: int = 512) -> list[list]:
             [n, f"{raw:.1f}", f"{plain:.1f}", f"{plain / raw:.3f}", f"{banned:.1f}", f"{banned / plain:.3f}"]
             + [rewinds, f"{outside:.0f}"]
         )
-        print(table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
+        if echo:  # a row as soon as it is measured
+            print(table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
     return rows
 
 
@@ -153,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"Machine: {machine()}\n")
     print(table(HEADER, []))
-    measure(args.sequences, args.tokens, args.n_ctx)
+    measure(args.sequences, args.tokens, args.n_ctx, echo=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak:.0f} MiB")
 

@@ -11,9 +11,11 @@ import argparse
 import time
 
 import ban_scaling
+import batched_throughput
 import memory
 import overhead
 import rewind_cost
+import sampling_overhead
 from common import BACKENDS, load_backend, machine, table
 
 
@@ -38,6 +40,11 @@ def main() -> None:
     print("### Ban-list scaling: AntiSlop, greedy, llama.cpp\n")
     sizes = [10, 1000, 10000, 50000]
     print(table(ban_scaling.HEADER, ban_scaling.measure(sizes, tokens, repeats)), "\n", flush=True)
+    print("### Sampling settings: `generate` against `create_completion` with the same settings, llama.cpp\n")
+    print(table(sampling_overhead.HEADER, sampling_overhead.measure(tokens, repeats)), "\n", flush=True)
+    print("### Many sequences at once: BatchedLlamacpp against a raw batched llama.cpp loop, greedy\n")
+    sequences = [1, 4] if args.quick else [1, 4, 16, 32]
+    print(table(batched_throughput.HEADER, batched_throughput.measure(sequences, 64)), "\n", flush=True)
     print("### Peak memory of a greedy generation (fresh process each)\n")
     n_memory = 128 if args.quick else 1024
     print(table(memory.HEADER, memory.measure(args.backends, n_memory, 1 if args.quick else 2)), "\n")

@@ -24,7 +24,7 @@ SETTINGS = [
 HEADER = ["setting", "new tokens", "create_completion tok/s", "generate tok/s", "ratio"]
 
 
-def measure(n_tokens: int, repeats: int) -> list[list]:
+def measure(n_tokens: int, repeats: int, echo: bool = False) -> list[list]:
     backend = load_backend("llamacpp", n_ctx=n_tokens + 64)
     llm, provider = backend.provider.llm, backend.provider
     tokens = provider.encode("Once upon a time")
@@ -55,7 +55,8 @@ def measure(n_tokens: int, repeats: int) -> list[list]:
         r, o = median(raw), median(ours)
         name = ", ".join(f"{k} {v}" for k, v in setting.items())
         rows.append([name, f"{min(counts)}-{max(counts)}", f"{r:.1f}", f"{o:.1f}", f"{o / r:.3f}"])
-        print(table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
+        if echo:  # a row as soon as it is measured
+            print(table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
     return rows
 
 
@@ -66,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     print(table(HEADER, []))
-    measure(args.tokens, args.repeats)
+    measure(args.tokens, args.repeats, echo=True)
 
 
 if __name__ == "__main__":
