@@ -183,7 +183,8 @@ class _ChoiceOutputs:
 
     def _finish(self, event: FinishEvent) -> None:
         if self.strategy.failure is not None:
-            raise RequestRejected(self.strategy.failure, self.failure_param)
+            param = self.failure_param
+            raise RequestRejected(f"{param}: {self.strategy.failure}" if param else self.strategy.failure, param)
         _emit_text(self.choice.index, self.scanner.flush(), self.emit)
         stopped = self.scanner.stopped or event.reason in ("eos", "stop")
         done = ChoiceDone(

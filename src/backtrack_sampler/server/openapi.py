@@ -167,8 +167,15 @@ _ERRORS = {
 }
 _STREAM = {
     "schema": {
-        "type": "string",
-        "description": "With `stream: true`: server-sent events, `data: {chunk}` lines ending with `data: [DONE]`.",
+        "type": "object",
+        "description": "With `stream: true`, server-sent events; the schema is one event's.",
+        "properties": {
+            "data": {
+                "type": "string",
+                "description": 'A chunk of the endpoint\'s (JSON), an `{"error": ...}` body, or `[DONE]` last.',
+            },
+        },
+        "required": ["data"],
     }
 }
 
