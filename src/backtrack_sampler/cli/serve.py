@@ -25,6 +25,7 @@ from backtrack_sampler.cli.options import (
     add_api_key_option,
     add_model_options,
     int_at_least,
+    load_batched,
     load_provider,
     non_empty,
     port,
@@ -177,7 +178,7 @@ def run_serve(args: argparse.Namespace) -> int:
         ) from None
     parallel = _parallel(args)
     if parallel > 1:
-        model = models.load_batched(args.model, n_ctx=args.n_ctx, threads=args.threads, n_slots=parallel)
+        model = load_batched(args, parallel)
         served = f"{parallel} sequences at once, {model.context_length} positions each"
     else:
         model = load_provider(args)
