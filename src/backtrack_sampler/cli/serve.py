@@ -18,7 +18,6 @@ import re
 import sys
 from pathlib import Path
 
-from backtrack_sampler import models
 from backtrack_sampler.cli.options import (
     API_KEY_ENV,
     CliError,
