@@ -1,6 +1,8 @@
 """Sampling settings: tokens/s of ``generate`` against llama.cpp's own ``create_completion`` with the same settings.
 
-Same prompt, same process, interleaved, for each setting (temperature 0.8):
+Same prompt, same process, interleaved, for each setting (temperature 0.8); EOS is
+banned on both sides (``logit_bias`` for llama.cpp, a one-line strategy for us) so
+both generate exactly ``--tokens`` tokens:
 top_p 0.9 with top_k off (what OpenAI clients send), top_k 50, min_p 0.05
 with top_k off, and top_k 40 with top_p 0.95. Prints the median tokens/s of
 each and their ratio (target: at least 0.97 for every setting).
@@ -12,8 +14,20 @@ from __future__ import annotations
 
 import argparse
 
-from backtrack_sampler import BacktrackSampler
+from backtrack_sampler import BacktrackSampler, BaseStrategy
 from common import load_backend, machine, median, table, timed
+
+
+class NoEos(BaseStrategy):
+    """Bans the end of text, as ``logit_bias`` does on the raw side."""
+
+    def __init__(self, eos: frozenset[int]) -> None:
+        self.eos = list(eos)
+
+    def adjust_logits(self, ctx, logits):
+        logits[self.eos] = -float("inf")
+        return logits
+
 
 SETTINGS = [
     {"top_p": 0.9, "top_k": 0},
@@ -28,7 +42,8 @@ def measure(n_tokens: int, repeats: int, echo: bool = False) -> list[list]:
     backend = load_backend("llamacpp", n_ctx=n_tokens + 64)
     llm, provider = backend.provider.llm, backend.provider
     tokens = provider.encode("Once upon a time")
-    sampler = BacktrackSampler(provider)
+    sampler = BacktrackSampler(provider, NoEos(provider.eos_token_ids))
+    no_eos = {token: -float("inf") for token in provider.eos_token_ids}
     rows = []
     for setting in SETTINGS:
         raw, ours, counts = [], [], []
@@ -37,7 +52,7 @@ def measure(n_tokens: int, repeats: int, echo: bool = False) -> list[list]:
 
             def run_raw(kwargs=kwargs, seed=seed, counts=counts):
                 llm.reset()
-                llama_kwargs = {"top_p": 1.0, "min_p": 0.0, **kwargs}
+                llama_kwargs = {"top_p": 1.0, "min_p": 0.0, "logit_bias": no_eos, **kwargs}
                 out = llm.create_completion(tokens, max_tokens=n_tokens, seed=seed, **llama_kwargs)
                 counts.append(out["usage"]["completion_tokens"])
                 return counts[-1]

@@ -120,17 +120,19 @@ def test_a_tiny_temperature_behaves_like_greedy():  # logits / 1e-307 overflow t
 
 
 def reference_top_p(logits, params, rng):
-    """The full-sort nucleus sampling that sample_token replaced (stable sort of every candidate)."""
+    """The full-sort sampling that sample_token replaced (stable sort and softmax of every candidate)."""
     candidates = np.arange(logits.shape[0])
     scores = logits.astype(np.float64)
     finite = np.isfinite(scores)
     candidates, scores = candidates[finite], scores[finite]
-    order = np.argsort(-scores, kind="stable")
-    candidates, scores = candidates[order], scores[order]
+    if params.top_p is not None:  # only the nucleus needs the candidates in order
+        order = np.argsort(-scores, kind="stable")
+        candidates, scores = candidates[order], scores[order]
     probs = np.exp((scores - np.max(scores)) / params.temperature)
     probs /= probs.sum()
-    keep = min(probs.shape[0], int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
-    candidates, probs = candidates[:keep], probs[:keep]
+    if params.top_p is not None:
+        keep = min(probs.shape[0], int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
+        candidates, probs = candidates[:keep], probs[:keep]
     if params.min_p:
         kept = probs >= params.min_p * np.max(probs)
         candidates, probs = candidates[kept], probs[kept]
@@ -153,6 +155,21 @@ def test_top_p_without_a_full_sort_draws_what_the_full_sort_draws(vocab):
             top_k=0,
             top_p=float(rng.choice([0.05, 0.5, 0.9, 0.999])),
             min_p=[None, 0.05][trial % 2],
+        )
+        seed = int(rng.integers(1 << 30))
+        expected = reference_top_p(logits, params, np.random.default_rng(seed))
+        assert sample_token(logits, params, np.random.default_rng(seed)) == expected
+
+
+@pytest.mark.parametrize("vocab", [7, 49152])
+def test_min_p_filtered_before_the_softmax_draws_what_the_full_softmax_draws(vocab):
+    rng = np.random.default_rng(vocab + 1)
+    for trial in range(150):
+        logits = (rng.standard_normal(vocab) * rng.choice([0.3, 2.0, 6.0])).astype(np.float32)
+        if trial % 3 == 0:
+            logits = np.round(logits)
+        params = SamplingParams(
+            temperature=float(rng.choice([0.2, 0.8, 1.3])), top_k=0, min_p=float(rng.choice([0.01, 0.1, 0.6]))
         )
         seed = int(rng.integers(1 << 30))
         expected = reference_top_p(logits, params, np.random.default_rng(seed))

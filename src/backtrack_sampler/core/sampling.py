@@ -13,6 +13,7 @@ The pipeline, in the order the code runs it:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +97,15 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     finite = np.isfinite(scores)
     if not finite.all():
         candidates, scores = candidates[finite], scores[finite]
+    nucleus = params.top_p is not None and params.top_p < 1
+    if params.min_p and not nucleus:
+        # Step 5 first: a probability below min_p x the best is a logit below best + T ln(min_p). Dropping
+        # those before the softmax draws the same token (the normalization cancels) and exps only the few kept.
+        keep = scores >= np.max(scores) + params.temperature * math.log(params.min_p)
+        candidates, scores = candidates[keep], scores[keep]
     # Subtract the best before dividing: a tiny temperature cannot overflow.
     weights = np.exp((scores - np.max(scores)) / params.temperature)
-    if params.top_p is not None and params.top_p < 1:
+    if nucleus:
         order, probs = _nucleus(scores, weights, params.top_p)
         candidates = candidates[order]
     else:
