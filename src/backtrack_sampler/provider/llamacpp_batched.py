@@ -14,7 +14,8 @@ gathers the pending work of every slot into one batch:
    engine rewound to (``llama_memory_seq_rm`` on that sequence only).
 3. Fill one batch: the next token of every running sequence first, then
    chunks of at most ``prefill_chunk`` tokens of the prompts of sequences
-   that join (a long prompt does not stall the others), ``n_batch`` in all.
+   that join (a long prompt does not stall the others), ``n_batch`` in all,
+   ordered by sequence id (llama.cpp splits an unordered batch further).
 4. ``llama_decode`` once (the GIL is released meanwhile); hand each finished
    request the logits of its last position.
 
@@ -250,6 +251,9 @@ class BatchedLlamacpp:
             chunk = request.tokens[: min(self.prefill_chunk, budget)] if len(request.tokens) > 1 else request.tokens
             budget -= len(chunk)
             work.append((request, chunk, request.start))
+        # In sequence order: llama.cpp splits a batch whose sequences come out of order into more
+        # micro-batches (measured: 16 single tokens took 220 ms shuffled against 140 ms in order).
+        work.sort(key=lambda item: item[0].seq)
         return work
 
     def _place(self, request: _Request) -> ValueError | None:
