@@ -74,11 +74,9 @@ def load_provider(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    path = _model_path(model)
     if backend == "transformers":
-        return _transformers_provider(path)
-    if path.is_dir():
-        raise ModelLoadError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
+        return _transformers_provider(_model_path(model))
+    path = _gguf_path(model)
     n_ctx = check_context(path, n_ctx, force_n_ctx=force_n_ctx)
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
@@ -99,9 +97,7 @@ def load_batched(
     ``n_slots x n_ctx`` positions must fit in memory (``check_context``).
     Raises ``ModelLoadError`` like ``load_provider``.
     """
-    path = _model_path(model)
-    if path.is_dir():
-        raise ModelLoadError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
+    path = _gguf_path(model)
     n_ctx = check_context(path, n_ctx, n_slots, force_n_ctx)
     llm = _llama(path, 256, threads)  # its own context only serves the vocabulary
     from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
@@ -195,6 +191,14 @@ def _llama(path: Path, n_ctx: int, threads: int | None) -> Any:
         ) from None
     except ValueError as exc:
         raise ModelLoadError(f"argument --model: cannot load {str(path)!r}: {exc}") from None
+
+
+def _gguf_path(model: str | Path | None) -> Path:
+    """``_model_path``, refusing a directory (llama.cpp reads one .gguf file)."""
+    path = _model_path(model)
+    if path.is_dir():
+        raise ModelLoadError(f"argument --model: {str(path)!r} is a directory; llama.cpp needs a .gguf file")
+    return path
 
 
 def _model_path(model: str | Path | None) -> Path:
