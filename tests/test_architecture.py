@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "strategy": {"core"},
     "provider": {"core"},
+    "metrics": {"core", "strategy"},
     "batch": {"core", "strategy", "provider", ""},
     "server": {"core", "strategy", "provider", ""},
 }

@@ -1,0 +1,1 @@
+"""Measures of generated text: diversity, loops, slop (what ``backtrack-sampler score`` reports)."""
