@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from backtrack_sampler import __version__
 from backtrack_sampler.cli.batch import add_batch_command
 from backtrack_sampler.cli.generate import add_generate_command
+from backtrack_sampler.cli.mine import add_mine_command
 from backtrack_sampler.cli.options import EXIT_INTERRUPTED, EXIT_USAGE, CliError, Parser, one_line
+from backtrack_sampler.cli.score import add_score_command
 from backtrack_sampler.cli.serve import add_serve_command
 from backtrack_sampler.models import ModelLoadError
 
@@ -23,12 +25,14 @@ MAIN_EXAMPLES = """\
 examples:
   backtrack-sampler generate "Write a haiku about the sea"
   backtrack-sampler generate "Tell me a story" --ban tapestry --show-rewinds
+  backtrack-sampler score plain.jsonl antislop.jsonl --plot compare.png
+  backtrack-sampler mine results.jsonl -o bans.json
   backtrack-sampler generate --help
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``backtrack-sampler`` parser with its ``generate``, ``serve`` and ``batch`` commands."""
+    """The ``backtrack-sampler`` parser with its ``generate``, ``serve``, ``batch``, ``score`` and ``mine`` commands."""
     parser = Parser(
         prog=PROG,
         description="Generate text with LLM sampling strategies that can backtrack.",
@@ -40,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_command(commands)
     add_serve_command(commands)
     add_batch_command(commands)
+    add_score_command(commands)
+    add_mine_command(commands)
     return parser
 
 
