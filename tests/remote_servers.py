@@ -17,6 +17,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_ENV = "BACKTRACK_VLLM_PYTHON"
 VLLM_MODEL_NAME = "smollm2"
+VLLM_PLUGIN = "backtrack_sampler.vllm_plugin:PositionBans"
 
 
 def free_port() -> int:
@@ -50,12 +51,15 @@ def wait_ready(url: str, timeout: float, process: subprocess.Popen | None = None
 
 
 @contextlib.contextmanager
-def vllm_server(python: Path, model_dir: Path, dtype: str = "float32", timeout: float = 600) -> Iterator[str]:
+def vllm_server(
+    python: Path, model_dir: Path, dtype: str = "float32", timeout: float = 600, plugin: bool = False
+) -> Iterator[str]:
     """Start vLLM's OpenAI server on a free port; yield its base URL; stop it.
 
     float32 (not bfloat16) so that a position computed in a prefill and the
     same position computed in a decode step pick the same argmax: the greedy
-    comparisons are then exact.
+    comparisons are then exact. With ``plugin``, vLLM loads our logits
+    processor (``VLLM_PLUGIN``) from this checkout's ``src/``.
     """
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
@@ -66,6 +70,9 @@ def vllm_server(python: Path, model_dir: Path, dtype: str = "float32", timeout: 
         "--max-model-len", "2048", "--enforce-eager", "--dtype", dtype, "--max-logprobs", "20",
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
+    if plugin:
+        command += ["--logits-processors", VLLM_PLUGIN]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

@@ -17,6 +17,7 @@ import pytest
 
 from backtrack_sampler import AntiSlopStrategy, BacktrackSampler, CreativeWritingStrategy
 from backtrack_sampler.provider.remote import OpenAICompatibleProvider, RemoteError
+from backtrack_sampler.provider.remote.position_rules import PositionRules
 from scripted import EOS, check_stream, text_provider
 
 VOCAB = [EOS, "a", "b", "c", "d", " ", "."]
@@ -38,11 +39,16 @@ def local_model():
 
 
 class FakeEngine:
-    """A vLLM-like /v1/completions over ``local_model()``, recording every request body."""
+    """A vLLM-like /v1/completions over ``local_model()``, recording every request body.
 
-    def __init__(self, top_k: int = 3, **break_things) -> None:
+    With ``plugin``, it applies the position-scoped rules of ``vllm_xargs`` as
+    vLLM does with ``backtrack_sampler.vllm_plugin:PositionBans`` (a bad value is a 400).
+    """
+
+    def __init__(self, top_k: int = 3, plugin: bool = False, **break_things) -> None:
         self.model = local_model()
         self.top_k = top_k
+        self.plugin = plugin
         self.bodies: list[dict] = []
         self.produced: list[int] = []  # per streamed request: tokens actually sent so far
         self.break_things = break_things
@@ -60,22 +66,29 @@ class FakeEngine:
             return httpx.Response(404, json={"error": {"message": f"The model `{body.get('model')}` does not exist."}})
         if body.get("logprobs", 0) > 20:
             return httpx.Response(400, json={"error": {"message": "Requested sample logprobs of 21, max 20"}})
-        steps = self._generate(body)
+        try:
+            rules = PositionRules.from_xargs(body.get("vllm_xargs")) if self.plugin else PositionRules()
+        except ValueError as exc:
+            return httpx.Response(400, json={"error": {"message": str(exc)}})
+        steps = self._generate(body, rules)
         if not body.get("stream"):
             return httpx.Response(200, json={"choices": [self._choice(steps, done=True)]})
         index = len(self.produced)
         self.produced.append(0)
         return httpx.Response(200, content=self._sse(steps, index), headers={"content-type": "text/event-stream"})
 
-    def _generate(self, body: dict):
+    def _generate(self, body: dict, rules: PositionRules):
         tokens = list(body["prompt"])
         bias = {int(k): float(v) for k, v in (body.get("logit_bias") or {}).items()}
-        for _ in range(body["max_tokens"]):
+        for position in range(body["max_tokens"]):
             raw = np.array(self.model.next_logits(tokens), dtype=np.float64)
             logprobs = raw - raw.max() - np.log(np.exp(raw - raw.max()).sum())
             biased = raw.copy()
             for token, value in bias.items():
                 biased[token] += value
+            for token, factor in rules.penalties.get(position, {}).items():
+                biased[token] += np.log(factor)
+            biased[list(rules.bans.get(position, ()))] = -np.inf
             token = int(np.argmax(biased))
             top = np.argsort(-logprobs)[: self.top_k]
             yield token, {int(t): float(logprobs[t]) for t in top}, float(logprobs[token])

@@ -19,10 +19,28 @@ Two ways to generate, chosen by ``mode``:
 - **step**: one token per request. For strategies that adjust the logits: the
   engine samples locally from the top-k.
 
-In both modes a position with banned tokens is sampled remotely by a one-token
-request whose ``logit_bias`` puts -100 on each banned id, so positional bans
-hold exactly. ``"auto"`` (default) picks chunk mode when the strategy leaves
-the distribution alone and step mode otherwise.
+``"auto"`` (default) picks chunk mode when the strategy leaves the
+distribution alone and step mode otherwise.
+
+A position with banned tokens (after a rewind) is sampled remotely, under
+its bans only. vLLM's ``logit_bias`` would weigh on every position of a
+request, so without help the provider spends a one-token request on that
+position (``logit_bias`` -100 on each banned id), then a new chunk. With our
+logits processor loaded in vLLM (``--logits-processors
+backtrack_sampler.vllm_plugin:PositionBans``), the bans travel in the next
+chunk request itself, scoped to its first position (``position_rules``): one
+request per rewind. ``position_bans="auto"`` (default) asks the server once
+whether it has the plugin (``capability``) and falls back to ``logit_bias``
+when it has not.
+
+Which strategies run in chunk mode (the remote engine samples, the strategy
+checks): those that only watch the text and rewind with bans or penalties:
+AntiSlop (hard and soft bans, phrases and regex), Replace, JSON without its
+prefilter, and chains of them. Those that adjust the logits at every position
+(JSON with its prefilter, the server's ``logit_bias`` and presence/frequency
+penalties, a strategy's own ``adjust_logits``) run in step mode; those that
+reshape the whole distribution (creative writing, adaptive temperature,
+human guidance, debug) need full logits and are refused.
 
 Example:
     >>> provider = OpenAICompatibleProvider(  # doctest: +SKIP
@@ -43,6 +61,8 @@ import numpy as np
 from backtrack_sampler.core.base_provider import BaseProvider, GenerationSetup
 from backtrack_sampler.core.checks import check_int, is_number
 from backtrack_sampler.provider.remote import http, wire
+from backtrack_sampler.provider.remote.capability import PositionRulesSupport, Setting
+from backtrack_sampler.provider.remote.position_rules import PositionRules
 from backtrack_sampler.provider.remote.stream import Chunk
 from backtrack_sampler.provider.remote.tokenizer import Tokenizer, load_tokenizer
 from backtrack_sampler.provider.remote.wire import RemoteError
@@ -76,6 +96,10 @@ class OpenAICompatibleProvider(BaseProvider):
             spawned provider too.
         sleep: waits the given seconds between retries (``time.sleep``; a test
             passes one that records the delays instead).
+        position_bans: whether the server applies position-scoped bans (vLLM
+            with ``backtrack_sampler.vllm_plugin:PositionBans``): ``True``,
+            ``False``, or ``"auto"`` to ask it once, at the first position
+            with bans (``uses_position_bans``).
 
     Raises:
         ValueError: a bad argument, or the server does not serve ``model``.
@@ -99,6 +123,7 @@ class OpenAICompatibleProvider(BaseProvider):
         max_retries: int = 2,
         client: Any = None,
         sleep: Callable[[float], None] = time.sleep,
+        position_bans: Setting = "auto",
     ) -> None:
         import httpx
 
@@ -115,6 +140,7 @@ class OpenAICompatibleProvider(BaseProvider):
         self.base_url = root if root.endswith("/v1") else root + "/v1"
         self.model = model
         self.mode: Mode = mode
+        self.position_rules = PositionRulesSupport(position_bans)  # shared with spawned providers
         self.tokenizer: Tokenizer = load_tokenizer(tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids)
         self._owns_client = client is None
@@ -177,6 +203,15 @@ class OpenAICompatibleProvider(BaseProvider):
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages)
 
+    def uses_position_bans(self, prompt: Sequence[int]) -> bool:
+        """Whether bans go to the server scoped to their position (its plugin).
+
+        With ``position_bans="auto"`` the first call asks the server, with two
+        greedy requests after ``prompt`` (token ids), and every provider
+        spawned from the same one shares the answer (``capability``).
+        """
+        return self.position_rules.check(prompt, self._ask_greedy)
+
     # -- the engine's hooks -------------------------------------------------------------------
     def begin_generation(self, setup: GenerationSetup) -> None:
         self._drop_chunk()
@@ -190,17 +225,23 @@ class OpenAICompatibleProvider(BaseProvider):
         return self.forward(tokens)
 
     def propose(self, prefix: Sequence[int], banned: Set[int]) -> int | None:
+        banned = frozenset(banned)
+        rules = None
         if banned:
-            # logit_bias would weigh on every token of a chunk: one banned position, one request.
-            token = self._request(prefix, 1, sample=True, banned=banned).tokens[0]
-            return None if token in banned else token
+            if not self.uses_position_bans(prefix):
+                # logit_bias would weigh on every token of a chunk: one banned position, one request.
+                token = self._request(prefix, 1, sample=True, banned=banned).tokens[0]
+                return None if token in banned else token
+            rules = PositionRules(bans={0: banned})  # the next chunk, banned at its first position only
         chunk = self._chunk
         j = chunk.index_of(prefix) if chunk is not None else None
-        if chunk is None or j is None or j < chunk.next_proposal:
+        if rules is not None or chunk is None or j is None or j < chunk.next_proposal:
             # Not generated yet, or proposed once already: a rewind without a ban asks for a fresh draw.
-            chunk, j = self._fetch(prefix, sample=True)
+            chunk, j = self._fetch(prefix, sample=True, rules=rules)
         chunk.next_proposal = j + 1
         token = chunk.tokens[j]
+        if token in banned:
+            return None  # the server did not apply the bans: the engine samples locally
         end = self._setup.max_length
         if token in self.eos_token_ids or (end is not None and len(prefix) + 1 >= end):
             chunk.close()  # the generation ends here: free the connection (the tokens stay readable)
@@ -224,7 +265,7 @@ class OpenAICompatibleProvider(BaseProvider):
         """Whether this generation asks for chunks of tokens (else one token per request)."""
         return self.mode == "chunk" or (self.mode == "auto" and self._setup.remote_sampling)
 
-    def _fetch(self, prefix: Sequence[int], sample: bool) -> tuple[Chunk, int]:
+    def _fetch(self, prefix: Sequence[int], sample: bool, rules: PositionRules | None = None) -> tuple[Chunk, int]:
         """A new chunk after ``prefix`` (closing the previous one), with its first position received."""
         self._drop_chunk()
         length = self.chunk_size if self.chunked else 1
@@ -233,9 +274,9 @@ class OpenAICompatibleProvider(BaseProvider):
                 length = min(length, limit - len(prefix))
         length = max(1, length)
         if length == 1:
-            self._chunk = self._request(prefix, 1, sample=sample)
+            self._chunk = self._request(prefix, 1, sample=sample, rules=rules)
         else:
-            self._chunk = self._stream(prefix, length, sample=sample)
+            self._chunk = self._stream(prefix, length, sample=sample, rules=rules)
         if self._chunk.index_of(prefix) != 0:
             raise RemoteError(f"the server returned no token after a prompt of {len(prefix)} tokens")
         return self._chunk, 0
@@ -245,14 +286,31 @@ class OpenAICompatibleProvider(BaseProvider):
             self._chunk.close()
             self._chunk = None
 
-    def _body(self, prefix: Sequence[int], max_tokens: int, sample: bool, banned: Set[int] = frozenset()) -> dict:
+    def _body(
+        self,
+        prefix: Sequence[int],
+        max_tokens: int,
+        sample: bool,
+        banned: Set[int] = frozenset(),
+        rules: PositionRules | None = None,
+    ) -> dict:
         # Greedy when only the log-probabilities matter: cheapest, and no seed to spend.
         sampling = wire.sampling_fields(self._setup.params, self._setup.rng) if sample else wire.GREEDY
-        return wire.completion_body(self.model, prefix, max_tokens, self.top_logprobs, sampling, banned)
+        xargs = rules.to_xargs() if rules else None
+        return wire.completion_body(self.model, prefix, max_tokens, self.top_logprobs, sampling, banned, xargs)
 
-    def _request(self, prefix: Sequence[int], max_tokens: int, sample: bool, banned: Set[int] = frozenset()) -> Chunk:
+    def _request(
+        self,
+        prefix: Sequence[int],
+        max_tokens: int,
+        sample: bool,
+        banned: Set[int] = frozenset(),
+        rules: PositionRules | None = None,
+        answered: Callable[[], None] | None = None,
+    ) -> Chunk:
         """One non-streamed completion of ``max_tokens`` after ``prefix``."""
-        response = self._post(self._body(prefix, max_tokens, sample, banned), stream=False)
+        body = self._body(prefix, max_tokens, sample, banned, rules)
+        response = self._post(body, stream=False, answered=answered)
         try:
             payload = response.json()
         except ValueError as exc:
@@ -260,12 +318,17 @@ class OpenAICompatibleProvider(BaseProvider):
         tokens, tops, _ = wire.parse_choice(wire.first_choice(payload), self.vocab_size)
         if not tokens:
             raise RemoteError(f"the server returned no token after a prompt of {len(prefix)} tokens")
-        self.remote_tokens += len(tokens)
+        if answered is None:
+            self.remote_tokens += len(tokens)
         return Chunk(prefix, tokens, tops)
 
-    def _stream(self, prefix: Sequence[int], max_tokens: int, sample: bool) -> Chunk:
+    def _ask_greedy(self, prompt: Sequence[int], max_tokens: int, rules: PositionRules | None) -> list[int]:
+        """The greedy tokens after ``prompt``, for the probe (not counted in ``requests``)."""
+        return self._request(prompt, max_tokens, sample=False, rules=rules, answered=lambda: None).tokens
+
+    def _stream(self, prefix: Sequence[int], max_tokens: int, sample: bool, rules: PositionRules | None) -> Chunk:
         """A streamed completion of up to ``max_tokens`` after ``prefix``, received lazily."""
-        body = self._body(prefix, max_tokens, sample)
+        body = self._body(prefix, max_tokens, sample, rules=rules)
         body["stream"] = True
         response = self._post(body, stream=True)
         return Chunk(prefix, pieces=self._pieces(response), close=response.close)
@@ -277,9 +340,10 @@ class OpenAICompatibleProvider(BaseProvider):
             self.remote_tokens += len(piece[0])
             yield piece
 
-    def _post(self, body: dict[str, Any], stream: bool) -> Any:
+    def _post(self, body: dict[str, Any], stream: bool, answered: Callable[[], None] | None = None) -> Any:
         """POST to ``/completions`` (``http.post``); the response has status 200."""
-        return http.post(self.client, self.base_url + "/completions", body, stream, self.retry, self._answered)
+        url = self.base_url + "/completions"
+        return http.post(self.client, url, body, stream, self.retry, answered or self._answered)
 
     def _answered(self) -> None:
         self.requests += 1

@@ -2,7 +2,9 @@
 
 A request sends token ids (``prompt`` as a list of ints), asks for the top-k
 log-probabilities of every generated token with ``return_tokens_as_token_ids``
-(so tokens come back as ``"token_id:N"``), and may carry a ``logit_bias``. An
+(so tokens come back as ``"token_id:N"``), and may carry a ``logit_bias`` or,
+for vLLM with our logits processor, position-scoped rules in ``vllm_xargs``
+(``position_rules``). An
 answer, whole or streamed as server-sent events (``data: {json}`` lines ending
 with ``data: [DONE]``), holds one choice whose ``logprobs`` this module turns
 into a ``Piece``: token ids, the top-k log-probabilities of each position, the
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from typing import Any
 
 import numpy as np
@@ -43,11 +45,13 @@ def completion_body(
     top_logprobs: int,
     sampling: dict[str, Any],
     banned: Set[int] = frozenset(),
+    xargs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of one completion of up to ``max_tokens`` after the token ids ``prefix``.
 
     ``sampling`` holds the sampling fields (``sampling_fields`` or greedy);
-    every id in ``banned`` gets a ``BAN_BIAS`` in ``logit_bias``.
+    every id in ``banned`` gets a ``BAN_BIAS`` in ``logit_bias`` (at every
+    position); ``xargs`` go to vLLM's ``vllm_xargs`` (``PositionRules.to_xargs``).
     """
     body: dict[str, Any] = {
         "model": model,
@@ -59,6 +63,8 @@ def completion_body(
     body.update(sampling)
     if banned:
         body["logit_bias"] = {str(int(t)): BAN_BIAS for t in sorted(banned)}
+    if xargs:
+        body["vllm_xargs"] = dict(xargs)
     return body
 
 
