@@ -16,6 +16,7 @@ import threading
 import pytest
 
 from backtrack_sampler import AntiSlopStrategy
+from backtrack_sampler.core.base_provider import GenerationSetup
 from backtrack_sampler.provider.remote import RemoteError
 from backtrack_sampler.provider.remote.capability import PositionRulesSupport
 from backtrack_sampler.provider.remote.position_rules import (
@@ -250,3 +251,24 @@ def test_the_fake_engine_refuses_bad_rules_like_vllm():
     with pytest.raises(RemoteError, match="backtrack_bans must be valid JSON") as caught:
         provider._post(body, stream=False)
     assert caught.value.status == 400
+
+
+def test_penalties_go_to_a_server_with_the_plugin_and_stay_local_without_it():
+    engine = FakeEngine(plugin=True)
+    provider = remote(engine, mode="chunk", chunk_size=8, position_bans=True)
+    prompt = provider.encode("ab")
+    provider.begin_generation(GenerationSetup(remote_sampling=True, max_length=len(prompt) + 8))
+    provider.prefill(prompt)
+    best = provider.propose(prompt, frozenset())
+    assert best == provider.encode(" ", add_bos=False)[0]  # after "b": " " 3.0, "b" 2.5, "d" 1.0
+    # A factor of 1e-6 on the best token: the second best wins there.
+    second = provider.propose(prompt, frozenset(), {best: math.log(1e-6)})
+    assert second == provider.encode("b", add_bos=False)[0]
+    body = engine.bodies[-1]
+    assert json.loads(body["vllm_xargs"][PENALTIES_KEY]) == {"0": {str(best): pytest.approx(1e-6)}}
+    # A mild factor (0.9: a logit 0.1 lower, still above 2.5) leaves it the best.
+    assert provider.propose(prompt, frozenset(), {best: math.log(0.9)}) == best
+    # Without the plugin: no request, the engine samples that position locally.
+    provider.position_rules = PositionRulesSupport(False)
+    sent = len(engine.bodies)
+    assert provider.propose(prompt, frozenset(), {best: math.log(1e-6)}) is None and len(engine.bodies) == sent

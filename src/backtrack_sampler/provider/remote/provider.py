@@ -33,14 +33,20 @@ request per rewind. ``position_bans="auto"`` (default) asks the server once
 whether it has the plugin (``capability``) and falls back to ``logit_bias``
 when it has not.
 
+The plugin also applies soft bans (a factor on a token's probability at one
+position): ``propose`` takes the position's penalties and sends them with the
+bans; without the plugin it leaves such a position to the engine, which
+samples it locally from the top-k.
+
 Which strategies run in chunk mode (the remote engine samples, the strategy
 checks): those that only watch the text and rewind with bans or penalties:
 AntiSlop (hard and soft bans, phrases and regex), Replace, JSON without its
 prefilter, and chains of them. Those that adjust the logits at every position
 (JSON with its prefilter, the server's ``logit_bias`` and presence/frequency
-penalties, a strategy's own ``adjust_logits``) run in step mode; those that
-reshape the whole distribution (creative writing, adaptive temperature,
-human guidance, debug) need full logits and are refused.
+penalties, a strategy's own ``adjust_logits``) run in step mode: their
+adjustment depends on the text so far, so no rule sent ahead can replace it.
+Those that reshape the whole distribution (creative writing, adaptive
+temperature, human guidance, debug) need full logits and are refused.
 
 Example:
     >>> provider = OpenAICompatibleProvider(  # doctest: +SKIP
@@ -52,8 +58,9 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from typing import Any, Literal
 
 import numpy as np
@@ -224,15 +231,28 @@ class OpenAICompatibleProvider(BaseProvider):
         self._kv_tokens = []
         return self.forward(tokens)
 
-    def propose(self, prefix: Sequence[int], banned: Set[int]) -> int | None:
+    def propose(
+        self, prefix: Sequence[int], banned: Set[int], penalties: Mapping[int, float] | None = None
+    ) -> int | None:
+        """The token the remote engine samples after ``prefix``, under the position's bans and penalties.
+
+        ``penalties`` maps tokens to the log of their factor (the engine's
+        record of soft bans); they are applied remotely only by a server with
+        the plugin, else ``None`` lets the engine sample locally.
+        """
         banned = frozenset(banned)
+        penalties = dict(penalties or {})
         rules = None
-        if banned:
+        if banned or penalties:
             if not self.uses_position_bans(prefix):
+                if penalties:
+                    return None  # logit_bias cannot scale a probability at one position: sample locally
                 # logit_bias would weigh on every token of a chunk: one banned position, one request.
                 token = self._request(prefix, 1, sample=True, banned=banned).tokens[0]
                 return None if token in banned else token
-            rules = PositionRules(bans={0: banned})  # the next chunk, banned at its first position only
+            # The next chunk, with the rules at its first position only.
+            factors = {t: min(1.0, max(math.exp(log_factor), 1e-300)) for t, log_factor in penalties.items()}
+            rules = PositionRules(bans={0: banned}, penalties={0: factors})
         chunk = self._chunk
         j = chunk.index_of(prefix) if chunk is not None else None
         if rules is not None or chunk is None or j is None or j < chunk.next_proposal:
