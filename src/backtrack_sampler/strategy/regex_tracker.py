@@ -188,6 +188,18 @@ class RegexTracker:
             pos = match.start() + 1
         return anchor
 
+    def found_in(self, index: int, text: str) -> bool:
+        """Whether pattern ``index`` matches a non-empty part of ``text`` (a whole text, not a stream)."""
+        pos = 0
+        while pos <= len(text):
+            match = self._find(index, text, pos, partial=False)
+            if match is None:
+                return False
+            if match.end() > match.start():
+                return True
+            pos = match.start() + 1
+        return False
+
     def _find(self, index: int, text: str, pos: int, partial: bool) -> Any:
         try:
             return self._compiled[index].search(text, pos, partial=partial, timeout=self.timeout)
