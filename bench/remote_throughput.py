@@ -1,15 +1,23 @@
 """Throughput of OpenAICompatibleProvider with 1, 4 and 16 sequences in flight, step mode against chunk mode.
 
 Starts the server itself (our ``backtrack-sampler serve`` on the embedded
-model, or vLLM from the venv of scripts/setup_vllm.sh), or uses ``--url``.
-For each concurrency it measures, in the same run:
+model, or vLLM from the venv of scripts/setup_vllm.sh, with our logits
+processor ``backtrack_sampler.vllm_plugin:PositionBans`` loaded unless
+``--no-plugin``), or uses ``--url``. For each concurrency it measures, in the
+same run:
 
 - raw: the engine alone, one plain ``/v1/completions`` request per sequence;
 - chunk and step: ``BacktrackSampler`` with AntiSlop over the remote provider,
-  run by ``run_concurrently`` (one thread and one spawned provider per sequence).
+  run by ``run_concurrently`` (one thread and one spawned provider per
+  sequence). Against a server with the plugin, "chunk + plugin" sends the
+  bans of a rewound position in the next chunk request, and "chunk, logit_bias"
+  is the same server used without it (a one-token request per rewind).
 
-It prints tokens/s per sequence (median) and aggregate, and the aggregate as a
-ratio of the raw engine's at the same concurrency.
+It prints tokens/s per sequence (median) and aggregate, the aggregate as a
+ratio of the raw engine's at the same concurrency, and per rewind: the tokens
+the engine erased (accepted, then rewound) and the tokens thrown away in all
+(what the server generated, from vLLM's ``/metrics``, less what was emitted;
+"-" for a server without that counter).
 
     python bench/remote_throughput.py --server ours
     python bench/remote_throughput.py --server vllm
@@ -26,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -34,6 +43,7 @@ from backtrack_sampler import AntiSlopStrategy, BacktrackSampler
 from backtrack_sampler.async_sampler import run_concurrently
 from backtrack_sampler.models import default_model_path
 from backtrack_sampler.provider.remote import OpenAICompatibleProvider
+from backtrack_sampler.provider.remote.capability import PositionRulesSupport
 from common import machine, median, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +58,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(kind: str) -> tuple[subprocess.Popen, str, str]:
-    """Start ``kind`` on a free port; (process, base URL, model name)."""
+def start_server(kind: str, plugin: bool = True) -> tuple[subprocess.Popen, str, str]:
+    """Start ``kind`` on a free port (vLLM with our logits processor when ``plugin``); (process, base URL, model)."""
     port = free_port()
     if kind == "ours":
         command = [sys.executable, "-m", "backtrack_sampler", "serve", "--port", str(port), "--model-name", "smollm2"]
@@ -65,6 +75,9 @@ def start_server(kind: str) -> tuple[subprocess.Popen, str, str]:
         command += ["--served-model-name", "smollm2", "--max-model-len", "2048", "--enforce-eager"]
         command += ["--dtype", "bfloat16", "--max-logprobs", "20", "--host", "127.0.0.1", "--port", str(port)]
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))
+        if plugin:  # this checkout's package, as `pip install backtrack_sampler` would give vLLM
+            command += ["--logits-processors", "backtrack_sampler.vllm_plugin:PositionBans"]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     log = open(tempfile.mkstemp(prefix=f"{kind}-server-", suffix=".log")[1], "wb")  # noqa: SIM115
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
@@ -107,13 +120,38 @@ def raw(url: str, model: str, batch: list[list[int]], tokens: int) -> tuple[list
     return rates, sum(counts) / (time.perf_counter() - started), sum(counts)
 
 
-def sampled(base: OpenAICompatibleProvider, mode: str, batch: list[list[int]], tokens: int):
-    """BacktrackSampler + AntiSlop over the remote provider; (tok/s each, aggregate, tokens, rewinds, requests)."""
+def generated_total(url: str) -> float | None:
+    """The tokens the server has generated since it started (vLLM's ``/metrics``), or ``None``."""
+    try:
+        response = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=10)
+    except httpx.TransportError:
+        return None
+    if response.status_code != 200:
+        return None
+    for line in response.text.splitlines():
+        if line.startswith("vllm:generation_tokens_total"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to drive the server: a mode and whether the plugin carries the bans."""
+
+    label: str
+    mode: str
+    position_bans: bool
+
+
+def sampled(base: OpenAICompatibleProvider, path: Route, batch: list[list[int]], tokens: int):
+    """BacktrackSampler + AntiSlop over the remote provider; (tok/s each, aggregate, results, requests)."""
     spawned: list[OpenAICompatibleProvider] = []
+    support = PositionRulesSupport(path.position_bans)
 
     def make_sampler() -> BacktrackSampler:
         provider = base.spawn()
-        provider.mode = mode
+        provider.mode = path.mode
+        provider.position_rules = support
         spawned.append(provider)
         return BacktrackSampler(provider, AntiSlopStrategy(provider, BANS))
 
@@ -124,9 +162,12 @@ def sampled(base: OpenAICompatibleProvider, mode: str, batch: list[list[int]], t
         if isinstance(result, BaseException):
             raise result
     emitted = sum(len(r.tokens) for r in results)
-    rewinds = sum(r.stats.rewinds for r in results)
     requests = sum(p.requests for p in spawned)
-    return [r.stats.tokens_per_second for r in results], emitted / elapsed, emitted, rewinds, requests
+    return [r.stats.tokens_per_second for r in results], emitted / elapsed, results, requests
+
+
+def per_rewind(count: float | None, rewinds: int) -> str:
+    return "-" if count is None or not rewinds else f"{count / rewinds:.1f}"
 
 
 def main() -> None:
@@ -146,36 +187,51 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per sequence")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--no-plugin", action="store_true", help="start vLLM without our logits processor")
     args = parser.parse_args()
 
     process = None
     if args.url:
         url, model, label = args.url, args.model, args.url
     else:
-        process, url, model = start_server(args.server)
+        process, url, model = start_server(args.server, plugin=not args.no_plugin)
         servers.append(process)
         label = {"ours": "backtrack-sampler serve (llama.cpp)", "vllm": "vLLM CPU (bfloat16)"}[args.server]
     try:
         base = OpenAICompatibleProvider(url, model, tokenizer=default_model_path(), chunk_size=args.chunk_size)
+        plugin = base.uses_position_bans(prompts(base, 1)[0])
+        if plugin:
+            label += ", with backtrack_sampler.vllm_plugin:PositionBans"
+            paths = [Route("chunk + plugin", "chunk", True), Route("chunk, logit_bias", "chunk", False)]
+            paths.append(Route("step + plugin", "step", True))
+        else:
+            paths = [Route("chunk", "chunk", False), Route("step", "step", False)]
         warm = prompts(base, 2)  # warm up every path the measurements take
         raw(url, model, warm, 8)
-        for mode in ("chunk", "step"):
-            sampled(base, mode, warm, 8)
+        for path in paths:
+            sampled(base, path, warm, 8)
         rows = []
         for k in args.concurrency:
             batch = prompts(base, k)
             raw_each, raw_all, raw_n = raw(url, model, batch, args.tokens)
-            rows.append([k, "raw engine", f"{median(raw_each):.1f}", f"{raw_all:.1f}", "1.00", raw_n, "-", k])
+            rows.append([k, "raw engine", f"{median(raw_each):.1f}", f"{raw_all:.1f}", "1.00", raw_n, "-", k, "-", "-"])
             print(f"  {k} raw: {raw_all:.1f} tok/s", file=sys.stderr, flush=True)
-            for mode in ("chunk", "step"):
-                each, total, n, rewinds, requests = sampled(base, mode, batch, args.tokens)
+            for path in paths:
+                before = generated_total(url)
+                each, total, results, requests = sampled(base, path, batch, args.tokens)
+                after = generated_total(url)
+                emitted = sum(len(r.tokens) for r in results)
+                rewinds = sum(r.stats.rewinds for r in results)
+                erased = sum(r.stats.tokens_rewound for r in results)
+                thrown = None if before is None or after is None else after - before - emitted
                 ratio = f"{total / raw_all:.2f}"
-                rows.append([k, mode, f"{median(each):.1f}", f"{total:.1f}", ratio, n, rewinds, requests])
-                print(f"  {k} {mode}: {total:.1f} tok/s", file=sys.stderr, flush=True)
+                row = [k, path.label, f"{median(each):.1f}", f"{total:.1f}", ratio, emitted, rewinds, requests]
+                rows.append(row + [per_rewind(erased, rewinds), per_rewind(thrown, rewinds)])
+                print(f"  {k} {path.label}: {total:.1f} tok/s", file=sys.stderr, flush=True)
         print(f"# Remote throughput: {label}, {args.tokens} new tokens per sequence\n")
         print(machine() + "\n")
         header = ["sequences", "path", "tok/s each (median)", "tok/s aggregate", "x raw"]
-        header += ["tokens", "rewinds", "requests"]
+        header += ["tokens", "rewinds", "requests", "erased per rewind", "thrown away per rewind"]
         print(table(header, rows))
     finally:
         if process is not None:

@@ -101,6 +101,15 @@ def test_a_banned_token_is_skipped_by_logit_bias(remote):
     assert remote.propose(prompt, frozenset(ranked[:2])) == ranked[2]
 
 
+def test_the_probe_finds_no_plugin_and_bans_go_through_logit_bias(remote, vllm_url, smollm_path):
+    """This server has no logits processor of ours: vLLM ignores vllm_xargs, the probe says so."""
+    from backtrack_sampler.provider.remote import OpenAICompatibleProvider
+
+    with OpenAICompatibleProvider(vllm_url, VLLM_MODEL_NAME, tokenizer=remote.tokenizer) as provider:
+        assert provider.uses_position_bans(remote.encode(chat_prompt(remote))) is False
+        assert provider.position_rules.probe_requests == 2 and provider.requests == 0
+
+
 def test_a_strategy_needing_full_logits_is_refused(remote):
     check_full_logits_strategy_is_refused(remote)
 
