@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from backtrack_sampler.batch.errors import BatchError, LineError, error_record
+from backtrack_sampler.batch.ftpo import FtpoSettings, ftpo_records
 from backtrack_sampler.batch.lines import Job, is_no_strategy
 from backtrack_sampler.batch.pairs import preference_pairs
 from backtrack_sampler.core.base_provider import BaseProvider
@@ -27,7 +28,7 @@ from backtrack_sampler.provider.remote.wire import RemoteError
 from backtrack_sampler.strategy import registry
 from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 
-# What ``run_job`` gives: the output record (``None`` when stopped) and the job's preference pairs.
+# What ``run_job`` gives: the output record (``None`` when stopped) and the job's preference pairs (or FTPO records).
 JobRecords = tuple["dict[str, Any] | None", list[dict[str, Any]]]
 
 
@@ -69,18 +70,21 @@ def _names_antislop(spec: Any) -> bool:
     return entry is not None and entry.name == "antislop"
 
 
-def prepare(job: Job, provider: BaseProvider, budget: RewindBudget | None = None) -> tuple[str, Iterator[Event]]:
+def prepare(
+    job: Job, provider: BaseProvider, budget: RewindBudget | None = None, candidates_min_p: float | None = None
+) -> tuple[str, Iterator[Event]]:
     """The job's prompt text and its events, not started yet; raises ``LineError`` for what the line got wrong.
 
     ``BacktrackSampler.stream`` checks its arguments before the first event
     (the prompt is encoded and measured against the context), so every check
     that can blame the line is done by the time this returns.
+    ``candidates_min_p`` is passed to it (the likely tokens of each rewind).
     """
     strategy = build_strategy(job, provider)
     prompt = job.prompt if job.prompt is not None else _chat_prompt(job, provider)
     try:
         sampler = BacktrackSampler(provider, strategy, budget)
-        return prompt, sampler.stream(prompt, job.params)
+        return prompt, sampler.stream(prompt, job.params, candidates_min_p=candidates_min_p)
     except ValueError as exc:
         raise LineError("invalid_params", str(exc)) from None
 
@@ -98,18 +102,21 @@ def run_job(
     budget: RewindBudget | None = None,
     want_pairs: bool = False,
     stop: threading.Event | None = None,
+    ftpo: FtpoSettings | None = None,
 ) -> JobRecords:
     """Generate one job: its result record (or error record) and its preference pairs.
 
-    Returns ``(None, [])`` when ``stop`` was set mid-generation: nothing is
-    written, and the next run does the job again.
+    With ``want_pairs``, the pairs are DPO pairs (``preference_pairs``), or,
+    with ``ftpo`` settings, FTPO records (``ftpo_records``). Returns
+    ``(None, [])`` when ``stop`` was set mid-generation: nothing is written,
+    and the next run does the job again.
 
     Raises:
         BatchError: the remote server failed (not a 4xx); run again to go on.
         Exception: whatever the generation raised: a bug, which must stop the run.
     """
     try:
-        prompt, events = prepare(job, provider, budget)
+        prompt, events = prepare(job, provider, budget, ftpo.min_p if want_pairs and ftpo else None)
     except LineError as error:
         return error_record(job.id, job.line, error.kind, str(error)), []
     try:
@@ -122,11 +129,33 @@ def run_job(
         events.close()  # a stopped generation ends now: its provider is free (a batched slot given back)
     if finish is None:
         return None, []
-    pairs = []
-    if want_pairs:
-        for pair in preference_pairs(prompt, finish, rewinds, provider.token_bytes):
-            pairs.append({"id": job.id, "line": job.line, **pair})
-    return result_record(job, finish), pairs
+    pairs = _pairs(job, provider, prompt, finish, rewinds, ftpo) if want_pairs else []
+    return result_record(job, finish), [{"id": job.id, "line": job.line, **pair} for pair in pairs]
+
+
+def _pairs(
+    job: Job,
+    provider: BaseProvider,
+    prompt: str,
+    finish: FinishEvent,
+    rewinds: list[RewindEvent],
+    ftpo: FtpoSettings | None,
+) -> list[dict[str, Any]]:
+    """The job's DPO pairs, or its FTPO records (judged by fresh copies of its ban strategies)."""
+    if ftpo is None:
+        return preference_pairs(prompt, finish, rewinds, provider.token_bytes)
+    given = job.prompt if job.prompt is not None else job.messages
+    bans = _ban_strategies(build_strategy(job, provider))
+    return ftpo_records(given or "", prompt, finish, rewinds, provider, bans, ftpo.max_chosen)
+
+
+def _ban_strategies(strategy: BaseStrategy | None) -> list[BaseStrategy]:
+    """The ``AntiSlopStrategy`` objects in ``strategy`` (itself, or members of a chain)."""
+    from backtrack_sampler.strategy.antislop_strategy import AntiSlopStrategy
+
+    if isinstance(strategy, ChainStrategy):
+        return [s for member in strategy.strategies for s in _ban_strategies(member)]
+    return [strategy] if isinstance(strategy, AntiSlopStrategy) else []
 
 
 def _follow(events: Iterator[Event], stop: threading.Event | None) -> tuple[list[RewindEvent], FinishEvent | None]:

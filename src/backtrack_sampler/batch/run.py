@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -13,6 +14,7 @@ from queue import Queue
 from typing import Any, TextIO
 
 from backtrack_sampler.batch.errors import BatchError
+from backtrack_sampler.batch.ftpo import FtpoSettings
 from backtrack_sampler.batch.job import JobRecords, run_job
 from backtrack_sampler.batch.jsonl import JsonlAppender
 from backtrack_sampler.batch.lines import BatchDefaults, Job
@@ -25,7 +27,7 @@ from backtrack_sampler.core.budget import RewindBudget
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """Counts of one run: input lines, answered before, answered now, errors, tokens, rewinds, pairs."""
+    """Counts of one run: input lines, answered before, answered now, errors, tokens, rewinds, pairs or FTPO records."""
 
     total: int
     done_before: int
@@ -44,6 +46,7 @@ def run_batch(
     events_path: str | os.PathLike[str] | None = None,
     budget: RewindBudget | None = None,
     progress: TextIO | None = sys.stderr,
+    ftpo: FtpoSettings | None = None,
 ) -> BatchSummary:
     """Run every line of ``input_path`` not yet answered in ``output_path``; one worker per provider.
 
@@ -60,6 +63,9 @@ def run_batch(
         events_path: where preference pairs go (``preference_pairs``), or ``None``.
         budget: the rewind budget of every generation.
         progress: where the progress line goes (``None``: nowhere).
+        ftpo: write FTPO records (``ftpo_records``) to ``events_path``
+            instead of DPO pairs, made with these settings. A file holding
+            the other kind is refused (``BatchError``).
 
     Raises:
         BatchError: a file cannot be read or written, or the remote server
@@ -73,6 +79,8 @@ def run_batch(
         raise ValueError("providers must hold at least one provider")
     defaults = defaults or BatchDefaults()
     events = Path(events_path) if events_path is not None else None
+    if events is not None:
+        _check_events_kind(events, ftpo is not None)
     plan = plan_batch(Path(input_path), Path(output_path), defaults, events)
     meter = Progress(plan.total, plan.done_before, progress)
     outputs = _Outputs(Path(output_path), events, meter)
@@ -81,7 +89,7 @@ def run_batch(
         for record in plan.errors:
             outputs.write(record)
         with WorkerThreads(len(providers), "batch") as threads:
-            work = _worker(providers, budget, events is not None, threads.stop)
+            work = _worker(providers, budget, events is not None, threads.stop, ftpo)
             for job, done in threads.as_completed(plan.jobs, work):
                 record, pairs = _records(job, done)
                 if record is not None:
@@ -94,7 +102,11 @@ def run_batch(
 
 
 def _worker(
-    providers: Sequence[BaseProvider], budget: RewindBudget | None, want_pairs: bool, stop: threading.Event
+    providers: Sequence[BaseProvider],
+    budget: RewindBudget | None,
+    want_pairs: bool,
+    stop: threading.Event,
+    ftpo: FtpoSettings | None = None,
 ) -> Callable[[Job], JobRecords]:
     """What a worker thread does with a job: run it on a free provider."""
     free: Queue[BaseProvider] = Queue()
@@ -106,11 +118,32 @@ def _worker(
             return None, []
         provider = free.get()  # never waits: there are as many worker threads as providers
         try:
-            return run_job(job, provider, budget, want_pairs, stop)
+            return run_job(job, provider, budget, want_pairs, stop, ftpo)
         finally:
             free.put(provider)
 
     return work
+
+
+def _check_events_kind(path: Path, ftpo: bool) -> None:
+    """Refuse to append FTPO records to a file of DPO pairs, or the reverse (its first whole line tells)."""
+    try:
+        with path.open("rb") as file:
+            first = file.readline()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BatchError(f"cannot read {str(path)!r}: {exc.strerror or exc}", path=path) from None
+    try:
+        record = json.loads(first) if first.endswith(b"\n") else None
+    except ValueError:
+        return  # not JSON: planning says so, naming the line
+    if not isinstance(record, dict) or not {"chosen", "rejected"} <= record.keys():
+        return
+    holds_ftpo = "rejected_decoded" in record
+    if holds_ftpo != ftpo:
+        held, wanted = ("FTPO records", "DPO pairs") if holds_ftpo else ("DPO pairs", "FTPO records")
+        raise BatchError(f"{path} holds {held}; write {wanted} to another file", path=path)
 
 
 def _records(job: Job, done: Future[JobRecords]) -> JobRecords:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from backtrack_sampler.batch.ftpo import DEFAULT_MAX_CHOSEN, DEFAULT_MIN_P, FtpoSettings
 from backtrack_sampler.cli.generate import describe_strategies, strategy_choices
 from backtrack_sampler.cli.options import (
     API_KEY_ENV,
@@ -30,6 +31,7 @@ from backtrack_sampler.cli.options import (
     add_sampling_options,
     budget,
     dest,
+    float_in,
     int_at_least,
     load_batched,
     load_provider,
@@ -49,6 +51,7 @@ examples:
   backtrack-sampler batch prompts.jsonl -o results.jsonl --concurrency 16 --n-ctx 1024
   backtrack-sampler batch prompts.jsonl -o results.jsonl --slop --ban tapestry --ban-file bans.txt \\
       --events-out pairs.jsonl
+  backtrack-sampler batch prompts.jsonl -o results.jsonl --slop --events-out ftpo.jsonl --events-format ftpo
   backtrack-sampler batch prompts.jsonl -o results.jsonl --concurrency 16 \\
       --remote-url http://127.0.0.1:8000/v1 --remote-model smollm2 --tokenizer ./SmolLM2.gguf
 
@@ -87,6 +90,27 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="PATH",
         help="write a preference pair (prompt, chosen, rejected) per rewind that banned text",
+    )
+    batch.add_argument(
+        "--events-format",
+        choices=("dpo", "ftpo"),
+        default="dpo",
+        help=(
+            "what --events-out holds: dpo, text pairs (default); ftpo, per ban the context, the rejected "
+            "token and the likely tokens that begin no banned phrase (Final Token Preference Optimization)"
+        ),
+    )
+    batch.add_argument(
+        "--ftpo-min-p",
+        type=float_in(0, 1, low_open=True),
+        metavar="P",
+        help=f"ftpo: keep alternatives of probability >= P x the best's, in (0, 1] (default: {DEFAULT_MIN_P:g})",
+    )
+    batch.add_argument(
+        "--ftpo-max-chosen",
+        type=int_at_least(1),
+        metavar="N",
+        help=f"ftpo: the most chosen tokens per record, most likely first (default: {DEFAULT_MAX_CHOSEN})",
     )
     batch.add_argument(
         "--concurrency",
@@ -146,7 +170,25 @@ def _check(args: argparse.Namespace) -> None:
     _check_writable("--output", args.output)
     if args.events_out is not None:
         _check_writable("--events-out", args.events_out)
+    _check_events_format(args)
     _check_backend(args)
+
+
+def _check_events_format(args: argparse.Namespace) -> None:
+    """``--events-format ftpo`` needs ``--events-out``; the ``--ftpo-*`` flags need ``--events-format ftpo``."""
+    if args.events_format == "ftpo" and args.events_out is None:
+        raise CliError("argument --events-format: ftpo records are written to --events-out PATH; give it")
+    for flag in ("--ftpo-min-p", "--ftpo-max-chosen"):
+        if getattr(args, dest(flag)) is not None and args.events_format != "ftpo":
+            raise CliError(f"argument {flag}: only applies with --events-format ftpo")
+
+
+def _ftpo_settings(args: argparse.Namespace) -> FtpoSettings | None:
+    if args.events_format != "ftpo":
+        return None
+    min_p = DEFAULT_MIN_P if args.ftpo_min_p is None else args.ftpo_min_p
+    max_chosen = DEFAULT_MAX_CHOSEN if args.ftpo_max_chosen is None else args.ftpo_max_chosen
+    return FtpoSettings(min_p, max_chosen)
 
 
 def _check_writable(flag: str, path: Path) -> None:
@@ -272,6 +314,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
                 events_path=args.events_out,
                 budget=rewinds,
                 progress=None if args.no_progress else sys.stderr,
+                ftpo=_ftpo_settings(args),
             )
     except BatchError as exc:
         print(f"error: {_flag_of(args, exc.path)}{one_line(exc)}", file=sys.stderr)
@@ -282,7 +325,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if not args.no_progress:
         print(
             f"{summary.ran} lines answered now, {summary.done_before} before; {summary.errors} errors; "
-            f"{summary.pairs} preference pairs",
+            f"{summary.pairs} {'FTPO records' if args.events_format == 'ftpo' else 'preference pairs'}",
             file=sys.stderr,
         )
     return 0

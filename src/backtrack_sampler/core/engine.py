@@ -14,7 +14,9 @@ One step of a generation, in the order ``_Generation.events`` runs it:
 4. On a rewind: truncate tokens and text, drop bans, penalties and cached
    logits past the rewind point, add the new ones, count it against the
    budget (``_rewind``). The KV cache is truncated lazily, at the next
-   evaluation.
+   evaluation. Only when the caller asked (``candidates_min_p``), the
+   rewind's event also lists the likely tokens of that position, read from
+   its kept logits (``core.candidates``): nothing is computed otherwise.
 4b. The retry ladder (``_ladder``), so no generation dies or spins. It
    serves rewinds that ban matched text (``Rewind.match_end`` set): when one
    lands on a position that cannot take it (its per-position budget is
@@ -47,7 +49,8 @@ import numpy as np
 from backtrack_sampler.core.base_provider import BaseProvider, GenerationSetup
 from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.budget import RewindBudget
-from backtrack_sampler.core.checks import is_int
+from backtrack_sampler.core.candidates import Candidates, min_p_candidates
+from backtrack_sampler.core.checks import check_optional_number, is_int
 from backtrack_sampler.core.context import GenerationContext, Progress
 from backtrack_sampler.core.decisions import Continue, Rewind, Stop
 from backtrack_sampler.core.events import (
@@ -138,13 +141,23 @@ class BacktrackSampler:
         raise AssertionError("a stream always ends with a FinishEvent")  # pragma: no cover
 
     def stream(
-        self, prompt: str | Sequence[int], params: SamplingParams | None = None, **overrides: Any
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        candidates_min_p: float | None = None,
+        **overrides: Any,
     ) -> Iterator[Event]:
         """Yield the typed events of one generation, ending with a ``FinishEvent``.
 
         Args:
             prompt: text (special tokens written as text are parsed) or token ids.
             params: how to sample and how long to run (``SamplingParams``).
+            candidates_min_p: when set, in (0, 1], every ``RewindEvent`` lists
+                the tokens of its position whose probability is at least
+                this times the best's (``RewindEvent.candidates``), for
+                preference data such as FTPO. ``None`` (the default)
+                computes nothing.
             **overrides: ``SamplingParams`` fields given one by one, as in
                 ``stream(prompt, max_new_tokens=64, temperature=0.7, seed=1)``;
                 they override ``params``.
@@ -152,10 +165,11 @@ class BacktrackSampler:
         Arguments are checked here, before the first event.
         """
         params = SamplingParams.of(params, **overrides)
+        check_optional_number("candidates_min_p", candidates_min_p, 0, 1, low_open=True)
         prompt_tokens = self._prompt_tokens(prompt)
         limit = self._new_token_limit(len(prompt_tokens), params.max_length, params.max_new_tokens)
-        run = _Generation(self, prompt_tokens, limit, params, np.random.default_rng(params.seed))
-        return run.events()
+        rng = np.random.default_rng(params.seed)
+        return _Generation(self, prompt_tokens, limit, params, rng, candidates_min_p).events()
 
     def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -225,9 +239,11 @@ class _Generation:
         limit: int,
         params: SamplingParams,
         rng: np.random.Generator,
+        candidates_min_p: float | None = None,
     ) -> None:
         self.provider, self.strategy, self.budget = sampler.provider, sampler.strategy, sampler.budget
         self.prompt, self.limit, self.params, self.rng = prompt, limit, params, rng
+        self.candidates_min_p = candidates_min_p  # list the likely tokens in rewind events (None: off)
         self.tokens: list[int] = []
         self.text = TokenText(self.provider.token_bytes)
         self.positions: list[_Position] = [_Position()]
@@ -464,6 +480,7 @@ class _Generation:
             here.penalties[token] = here.penalties.get(token, 0.0) + math.log(factor)
         self.forced = deque(decision.insert)
         self.strategy.on_rewind(self.ctx, position)
+        candidates, probability = self._candidates(position, suppressed[0])
         return RewindEvent(
             position,
             suppressed_text,
@@ -475,7 +492,16 @@ class _Generation:
             decision.penalize,
             decision.ban_phrase,
             escalation,
+            candidates,
+            probability,
         )
+
+    def _candidates(self, position: int, suppressed: int) -> tuple[Candidates, float | None]:
+        """The likely tokens of ``position`` and the probability of ``suppressed`` there, when asked and known."""
+        raw = self.positions[position].logits
+        if self.candidates_min_p is None or raw is None:
+            return (), None
+        return min_p_candidates(raw, self.candidates_min_p, suppressed)
 
     def _blocked(self, position: int, ban: tuple[int, ...]) -> RefusalCause | None:
         """Why ``position`` cannot take a rewind adding ``ban`` (``None`` when it can)."""

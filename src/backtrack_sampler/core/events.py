@@ -54,6 +54,16 @@ class RewindEvent:
     (a later token of the match is banned), ``"previous_word"`` or
     ``"previous_sentence"`` (the rewind goes back there and bans the token
     found there).
+
+    ``candidates`` and ``suppressed_probability`` are filled only when the
+    caller asked (``BacktrackSampler.stream(..., candidates_min_p=p)``) and
+    the position's logits are known (not when its token was inserted):
+    ``(token, probability)`` for every token whose probability at
+    ``position`` is at least ``p`` times the best's, most likely first, and
+    the probability of ``suppressed_tokens[0]`` there (which may lie below
+    the cutoff). The probabilities are the model's own (the softmax of the
+    raw logits at temperature 1: see ``backtrack_sampler.core.candidates``);
+    the candidates include the suppressed and banned tokens.
     """
 
     position: int
@@ -66,6 +76,8 @@ class RewindEvent:
     penalized: tuple[tuple[int, float], ...] = ()
     ban_phrase: str = ""
     escalation: Escalation = ""
+    candidates: tuple[tuple[int, float], ...] = ()
+    suppressed_probability: float | None = None
 
 
 @dataclass(frozen=True)
