@@ -16,6 +16,7 @@ import memory
 import overhead
 import rewind_cost
 import sampling_overhead
+import slop_loop
 from common import BACKENDS, load_backend, machine, table
 
 
@@ -48,6 +49,11 @@ def main() -> None:
     print("### Peak memory of a greedy generation (fresh process each)\n")
     n_memory = 128 if args.quick else 1024
     print(table(memory.HEADER, memory.measure(args.backends, n_memory, 1 if args.quick else 2)), "\n")
+    print("### Closing the loop: generate, mine a ban list (wordfreq), ban it (AntiSlop), generate again, score\n")
+    n_prompts, n_loop = (6, 64) if args.quick else (24, 256)
+    terms, rows = slop_loop.run(n_prompts, n_loop, top=40, hard=10, min_count=2 if args.quick else 3)
+    print("mined:", ", ".join(f"{t.term} ({t.factor:g})" for t in terms[:20]), "\n")
+    print(table(slop_loop.HEADER, rows), "\n", flush=True)
     print(f"(all benchmarks: {time.perf_counter() - started:.0f} s)")
 
 
