@@ -347,3 +347,233 @@ def test_random_text_keeps_bans_exact_in_scope_and_streams_what_it_keeps(scope):
 def test_a_bad_scope_is_refused_naming_it(value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         AntiSlopStrategy(None, ["x"], scope=value)
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_cli_flags_reach_antislop():
+    from backtrack_sampler import cli
+
+    args = cli.build_parser().parse_args(
+        ["generate", "prompt", "--ban", "tapestry", "--exempt-prompt-terms", "--ban-scope", "outside:[,]"]
+    )
+    strategy = cli.build_strategy(cli.strategy_names(args), args, scripted([]))
+    assert isinstance(strategy, AntiSlopStrategy)
+    assert strategy.exempt_prompt_terms and strategy.scope == BanScope("[", "]", inside=False)
+    plain = cli.build_parser().parse_args(["generate", "prompt", "--ban", "tapestry"])
+    strategy = cli.build_strategy(cli.strategy_names(plain), plain, scripted([]))
+    assert not strategy.exempt_prompt_terms and strategy.scope is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ban", "x", "--ban-scope", "reasoning"], "argument --ban-scope: must be think, answer"),
+        (["--ban", "x", "--ban-scope", ",</r>"], "argument --ban-scope: must be think, answer"),
+        (["--ban-scope", "think"], "argument --ban-scope: only applies to --strategy antislop"),
+        (["--exempt-prompt-terms"], "argument --exempt-prompt-terms: only applies to --strategy antislop"),
+    ],
+)
+def test_cli_bad_ban_context_flags_exit_2_naming_them(capsys, args, message):
+    from backtrack_sampler import cli
+
+    assert cli.main(["generate", "hi", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    if "must be" in message:
+        assert repr(args[-1]) in err  # the value
+
+
+def test_batch_command_takes_the_flags():
+    from backtrack_sampler import cli
+
+    args = cli.build_parser().parse_args(
+        ["batch", "in.jsonl", "-o", "out.jsonl", "--ban", "x", "--exempt-prompt-terms", "--ban-scope", "think"]
+    )
+    assert args.exempt_prompt_terms and args.ban_scope == BanScope("<think>", "</think>")
+
+
+# -- batch lines -----------------------------------------------------------------------------------
+
+
+def line(**fields) -> str:
+    import json
+
+    return json.dumps({"id": "a", "prompt": "Q:", **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"banned_strings": ["x"], "exempt_prompt_terms": "yes"}, "exempt_prompt_terms must be true or false, got"),
+        ({"banned_strings": ["x"], "ban_scope": "middle"}, "ban_scope: must be None, 'think', 'answer'"),
+        ({"banned_strings": ["x"], "ban_scope": 3}, "ban_scope must be None"),
+        ({"banned_strings": ["x"], "ban_scope": {"start": "<r>"}}, "ban_scope: needs 'end'"),
+        ({"ban_scope": "think"}, "ban_scope applies to banned_strings (or --ban) or an antislop strategy"),
+        ({"exempt_prompt_terms": True}, "exempt_prompt_terms applies to banned_strings"),
+    ],
+)
+def test_a_bad_batch_line_is_an_error_record_naming_the_field(fields, message):
+    from backtrack_sampler.batch import BatchDefaults, parse_line
+    from backtrack_sampler.batch.errors import LineError
+
+    with pytest.raises(LineError, match=re.escape(message)) as caught:
+        parse_line(line(**fields), 1, BatchDefaults())
+    assert caught.value.kind == "invalid_params"
+
+
+def test_batch_lines_apply_the_options_to_their_bans(tmp_path):
+    import json
+
+    from backtrack_sampler.batch import BatchDefaults, run_batch
+
+    lines = [
+        {"id": "plain", "prompt": " tapestry.Q:", "banned_strings": ["tapestry"]},
+        {"id": "exempt", "prompt": " tapestry.Q:", "banned_strings": ["tapestry"], "exempt_prompt_terms": True},
+        {"id": "think", "prompt": "Q:", "banned_strings": ["tapestry"], "ban_scope": "think"},
+        {
+            "id": "answer",
+            "prompt": "Q:",
+            "banned_strings": ["tapestry"],
+            "ban_scope": {"start": "<think>", "end": "</think>", "inside": False},
+        },
+        {
+            "id": "spec",
+            "prompt": "Q:",
+            "strategy": {"name": "antislop", "params": {"slops": ["tapestry"], "scope": "think"}},
+        },
+        {
+            "id": "default",
+            "prompt": " tapestry.Q:",
+            "strategy": {"name": "antislop", "params": {"slops": ["tapestry"]}},
+        },
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "out.jsonl"
+    defaults = BatchDefaults(max_tokens=20, temperature=0, exempt_prompt_terms=True)  # --exempt-prompt-terms
+    provider = scripted(THINK_THEN_ANSWER)
+    run_batch(source, out, [provider], defaults, progress=None)
+    texts = {r["id"]: r.get("text", r.get("error")) for r in map(json.loads, out.read_text().splitlines())}
+    assert texts == {
+        "plain": "<think> tapestry</think> tapestry.",  # the command line's default spares the prompt's words
+        "exempt": "<think> tapestry</think> tapestry.",
+        "think": "<think> cloth</think> tapestry.",
+        "answer": "<think> tapestry</think> cloth.",
+        "spec": "<think> cloth</think> tapestry.",
+        "default": "<think> tapestry</think> tapestry.",
+    }
+    run_batch(source, tmp_path / "strict.jsonl", [provider], BatchDefaults(max_tokens=20, temperature=0), progress=None)
+    strict = {r["id"]: r["text"] for r in map(json.loads, (tmp_path / "strict.jsonl").read_text().splitlines())}
+    assert strict["plain"] == "<think> cloth</think> cloth." and strict["exempt"] == texts["exempt"]
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http():
+    pytest.importorskip("fastapi", reason="FastAPI is not installed (extra: server)")
+    from server_support import scripted_client
+
+    return scripted_client()
+
+
+def server_text(http, prompt="Hi", **fields) -> str:
+    from server_support import MODEL
+
+    body = {"model": MODEL, "prompt": prompt, "max_tokens": 8, "temperature": 0, **fields}
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["text"]
+
+
+def test_server_extension_fields(http):
+    # The scripted model writes "The ocean is a vast and mysterious sea" (see server_support.py).
+    greedy = server_text(http)
+    assert greedy.startswith("The ocean is") and "ocean" not in server_text(http, banned_strings=["ocean"])
+    assert server_text(http, "Oceans?", banned_strings=["ocean"], exempt_prompt_terms=True) == greedy
+    assert "ocean" not in server_text(http, "Seas?", banned_strings=["ocean"], exempt_prompt_terms=True)
+    # A prompt that ends inside <think>: the output is reasoning.
+    assert server_text(http, "Hi <think>", banned_strings=["ocean"], ban_scope="answer") == greedy
+    assert "ocean" not in server_text(http, "Hi <think>", banned_strings=["ocean"], ban_scope="think")
+    assert server_text(http, banned_strings=["ocean"], ban_scope={"start": "<think>", "end": "</think>"}) == greedy
+    assert server_text(http, "Hi <think>", banned_regex=[r"oc\w+"], ban_scope="outside:<think>,</think>") == greedy
+
+
+def test_server_strategy_spec_takes_json_forms(http):
+    def spec(**params):
+        return {"name": "antislop", "params": {"slops": ["ocean"], **params}}
+
+    greedy = server_text(http)
+    assert server_text(http, "Oceans?", strategy=spec(exempt_prompt_terms=True)) == greedy
+    assert server_text(http, "Hi <think>", strategy=spec(scope="answer")) == greedy
+    assert "ocean" not in server_text(http, "Hi <think>", strategy=spec(scope={"start": "<think>", "end": "</think>"}))
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"banned_strings": ["x"], "ban_scope": "middle"}, "ban_scope"),
+        ({"banned_strings": ["x"], "ban_scope": 5}, "ban_scope"),
+        ({"banned_strings": ["x"], "ban_scope": {"start": "<r>", "end": "</r>", "inside": "no"}}, "ban_scope"),
+        ({"ban_scope": "think"}, "ban_scope"),
+        ({"banned_strings": ["x"], "exempt_prompt_terms": "yes"}, "exempt_prompt_terms"),
+        ({"exempt_prompt_terms": True}, "exempt_prompt_terms"),
+        ({"strategy": {"name": "antislop", "params": {"slops": ["x"], "scope": "middle"}}}, "strategy.params.scope"),
+        (
+            {"strategy": {"name": "antislop", "params": {"slops": ["x"], "exempt_prompt_terms": 1}}},
+            "strategy.params.exempt_prompt_terms",
+        ),
+    ],
+)
+def test_server_bad_values_are_400_naming_the_param(http, fields, param):
+    from server_support import MODEL
+
+    response = http.post("/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 4, **fields})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"].startswith(param.split(".")[0]), error
+
+
+# -- the real model (SmolLM2 through llama.cpp) ------------------------------------------------------
+
+TAPESTRY = [{"role": "user", "content": "Describe a medieval tapestry in two sentences."}]
+SKY = "<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+"""A raw prompt that leaves the model inside <think>: what it writes is reasoning."""
+
+
+def greedy(provider, prompt, strategy=None):
+    return BacktrackSampler(provider, strategy).generate_text(prompt, max_new_tokens=40, temperature=0)
+
+
+@pytest.mark.llamacpp
+def test_real_model_keeps_the_word_the_prompt_asks_about(provider):
+    prompt = provider.apply_chat_template(TAPESTRY)
+    plain = greedy(provider, prompt)
+    assert "tapestry" in plain.text.lower()  # greedy writes the word the user asked about
+    banned = greedy(provider, prompt, AntiSlopStrategy(provider, ["tapestry"]))
+    assert not re.search(r"(?i)\btapestry\b", banned.text) and banned.rewinds
+    spared = greedy(provider, prompt, AntiSlopStrategy(provider, ["tapestry"], exempt_prompt_terms=True))
+    assert spared.text == plain.text and not spared.rewinds
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize(
+    ("prompt", "word", "banned_in"),
+    [
+        (SKY, "atmosphere", "think"),  # the prompt opened <think>: the output is reasoning
+        (SKY + "Light scatters in the air.\n</think>\n", "Rayleigh", "answer"),  # closed: the output is the answer
+    ],
+    ids=["inside-think", "after-think"],
+)
+def test_real_model_bans_only_in_scope(provider, prompt, word, banned_in):
+    plain = greedy(provider, prompt)
+    assert word in plain.text  # greedy writes it
+    for scope in ("think", "answer"):
+        result = greedy(provider, prompt, AntiSlopStrategy(provider, [word], scope=scope))
+        if scope == banned_in:
+            assert word.lower() not in result.text.lower() and result.rewinds, scope
+        else:
+            assert result.text == plain.text and not result.rewinds, scope

@@ -35,7 +35,8 @@ JobRecords = tuple["dict[str, Any] | None", list[dict[str, Any]]]
 def build_strategy(job: Job, provider: BaseProvider) -> BaseStrategy | None:
     """The job's strategy (``strategy.registry``), plus an AntiSlop for its bans; chained when both.
 
-    An ``antislop`` spec takes the bans into its own ``slops`` instead.
+    An ``antislop`` spec takes the bans into its own ``slops`` instead (and the line's
+    ``exempt_prompt_terms`` and ``ban_scope``, unless its params set them).
     Raises ``LineError`` when a constructor refuses its parameters.
     """
     from backtrack_sampler.strategy.antislop_strategy import AntiSlopStrategy
@@ -47,13 +48,13 @@ def build_strategy(job: Job, provider: BaseProvider) -> BaseStrategy | None:
         slops = params.get("slops", [])
         if not isinstance(slops, list):
             raise LineError("invalid_params", f"strategy.params.slops: must be a list of phrases, got {slops!r}")
-        spec = {"name": "antislop", "params": {**params, "slops": [*job.bans, *slops]}}
+        spec = {"name": "antislop", "params": {**job.ban_options, **params, "slops": [*job.bans, *slops]}}
     strategies = []
     try:
         if spec is not None:
             strategies.append(registry.build_strategy(spec, provider, interactive=False))
         if job.bans and not takes_bans:
-            strategies.append(AntiSlopStrategy(provider, job.bans))
+            strategies.append(AntiSlopStrategy(provider, job.bans, **job.ban_options))
     except ValueError as exc:  # StrategySpecError, or AntiSlop refusing a ban
         raise LineError("invalid_params", str(exc)) from None
     if takes_bans and not strategies[0].phrases and not strategies[0].patterns:

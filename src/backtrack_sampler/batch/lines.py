@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backtrack_sampler.batch.errors import LineError
 from backtrack_sampler.core.checks import check_int, is_int
 from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.strategy import registry
+from backtrack_sampler.strategy.ban_scope import BanScope
 
 LINE_FIELDS = (
     "id",
@@ -29,6 +30,8 @@ LINE_FIELDS = (
     "top_k",
     "min_p",
     "banned_strings",
+    "exempt_prompt_terms",
+    "ban_scope",
     "strategy",
 )
 NO_STRATEGY = "none"  # a line's strategy that asks for none (not even the AntiSlop of the bans)
@@ -56,6 +59,8 @@ class BatchDefaults:
     seed: int | None = None
     bans: tuple[Any, ...] = ()  # phrases for every line (str or BanPhrase), added to each line's own
     strategy: str | None = None
+    exempt_prompt_terms: bool = False  # AntiSlop's options for the bans of lines that do not set them
+    ban_scope: BanScope | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class Job:
     params: SamplingParams
     bans: tuple[Any, ...]
     strategy: str | dict[str, Any] | None
+    ban_options: dict[str, Any] = field(default_factory=dict)
+    """AntiSlop's ``exempt_prompt_terms`` and ``scope`` for the bans, when set (an antislop spec's params win)."""
 
     @property
     def sampling(self) -> dict[str, Any]:
@@ -103,7 +110,39 @@ def make_job(data: dict[str, Any], job_id: str | int, line: int, defaults: Batch
     bans = (*defaults.bans, *banned)
     strategy = data.get("strategy", defaults.strategy)
     check_strategy(strategy, bans)
-    return Job(job_id, line, prompt, messages, params, bans, strategy)
+    return Job(job_id, line, prompt, messages, params, bans, strategy, ban_options(data, defaults, bans, strategy))
+
+
+def ban_options(data: dict[str, Any], defaults: BatchDefaults, bans: tuple[Any, ...], strategy: Any) -> dict[str, Any]:
+    """The line's ``exempt_prompt_terms`` and ``ban_scope`` over ``defaults``, as AntiSlop's keywords.
+
+    Raises:
+        LineError: naming the field, for a bad value, or for a line that sets one with nothing to ban.
+    """
+    exempt, scope = data.get("exempt_prompt_terms"), data.get("ban_scope")
+    if exempt is not None and not isinstance(exempt, bool):
+        raise LineError("invalid_params", f"exempt_prompt_terms must be true or false, got {exempt!r}")
+    try:
+        scope = BanScope.of(scope, "ban_scope")
+    except ValueError as exc:
+        raise LineError("invalid_params", str(exc)) from None
+    if (exempt is not None or scope is not None) and not bans and not _is_antislop(strategy):
+        name = "exempt_prompt_terms" if exempt is not None else "ban_scope"
+        raise LineError("invalid_params", f"{name} applies to banned_strings (or --ban) or an antislop strategy")
+    options: dict[str, Any] = {}
+    if exempt if exempt is not None else defaults.exempt_prompt_terms:
+        options["exempt_prompt_terms"] = True
+    scope = scope if scope is not None else defaults.ban_scope
+    if scope is not None:
+        options["scope"] = scope
+    return options
+
+
+def _is_antislop(spec: Any) -> bool:
+    """Whether ``spec`` names AntiSlop (by name or alias; a chain does not)."""
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    entry = registry.lookup(name) if isinstance(name, str) else None
+    return entry is not None and entry.name == "antislop"
 
 
 def parse_line(text: str, line: int, defaults: BatchDefaults) -> Job:

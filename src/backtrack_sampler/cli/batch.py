@@ -56,8 +56,10 @@ examples:
       --remote-url http://127.0.0.1:8000/v1 --remote-model smollm2 --tokenizer ./SmolLM2.gguf
 
 Each input line is a JSON object: "id" and "prompt" (raw text) or "messages" (chat), and
-optionally max_tokens, temperature, seed, top_p, top_k, min_p, banned_strings and
-strategy ("antislop", "replace", "json", ... or {{"name": ..., "params": {{...}}}}).
+optionally max_tokens, temperature, seed, top_p, top_k, min_p, banned_strings,
+exempt_prompt_terms (true: spare the phrases the prompt uses), ban_scope ("think",
+"answer", "START,END" or {{"start", "end", "inside"}}) and strategy ("antislop",
+"replace", "json", ... or {{"name": ..., "params": {{...}}}}).
 Each output line holds the id, the text, the finish reason and the stats, or an error;
 with --concurrency above 1 the lines come in the order they finish.
 Killed at any moment and started again with the same command, it finishes the rest:
@@ -302,6 +304,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         bans=tuple(merged_bans(args)),
         strategy=args.strategy,
+        exempt_prompt_terms=bool(args.exempt_prompt_terms),
+        ban_scope=args.ban_scope,
     )
     rewinds = budget(args)
     try:

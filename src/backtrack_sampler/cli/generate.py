@@ -50,7 +50,16 @@ if TYPE_CHECKING:
 
 # Options that belong to one strategy: giving one without that strategy is an error.
 STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
-    "antislop": ("--ban", "--ban-file", "--ban-regex", "--slop", "--ban-case-sensitive", "--ban-substrings"),
+    "antislop": (
+        "--ban",
+        "--ban-file",
+        "--ban-regex",
+        "--slop",
+        "--ban-case-sensitive",
+        "--ban-substrings",
+        "--exempt-prompt-terms",
+        "--ban-scope",
+    ),
     "json": ("--json-root", "--no-json-prefilter"),
     "creative": ("--top-p-flat", "--top-k-threshold-flat", "--eos-penalty"),
     "debug": ("--debug-top-k",),
@@ -71,6 +80,7 @@ examples:
   backtrack-sampler generate "Write a haiku about the sea"
   backtrack-sampler generate "Tell me a story" --ban tapestry --ban "a testament to" --show-rewinds
   backtrack-sampler generate "Tell me a story" --slop --ban-regex "(?i)not just \\w+, but" --ban-file bans.txt
+  backtrack-sampler generate "Describe a tapestry" --slop --exempt-prompt-terms --ban-scope answer
   backtrack-sampler generate "Describe a cat as JSON with name and age" --strategy json --json-root object
   backtrack-sampler generate "Describe a forest" --strategy creative --top-p-flat 0.5 --seed 1
   backtrack-sampler generate "Is 91 prime?" --strategy replace --find "Yes" --replace "Let me check"
@@ -335,6 +345,7 @@ _FLAG_PARAMS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
         "ignore_case": not a.ban_case_sensitive,
         "whole_words": not a.ban_substrings,
         "regex": a.ban_regex or (),
+        **given(a, exempt_prompt_terms="exempt_prompt_terms", scope="ban_scope"),
     },
     "json": lambda a: {"root": a.json_root or "any", "prefilter": not a.no_json_prefilter},
     "creative_writing": lambda a: given(

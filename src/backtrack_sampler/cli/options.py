@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 from backtrack_sampler import models
 from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.strategy.ban_rules import BanPhrase, load_ban_list
+from backtrack_sampler.strategy.ban_scope import BanScope
 from backtrack_sampler.strategy.slop_list import default_slop_list
 
 if TYPE_CHECKING:
@@ -139,6 +140,15 @@ def ban_file(text: str) -> list[BanPhrase]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def ban_scope(text: str) -> BanScope:
+    """``--ban-scope``: ``think``, ``answer``, ``START,END`` or ``outside:START,END``."""
+    try:
+        return BanScope.of(utf8_text(text))
+    except ValueError:
+        shapes = "think, answer, START,END or outside:START,END"
+        raise argparse.ArgumentTypeError(f"must be {shapes}, got {text!r}") from None
+
+
 def model_file(text: str) -> Path:
     """A path that exists (a model file or directory)."""
     path = Path(text).expanduser()
@@ -245,7 +255,9 @@ def add_sampling_options(g: argparse._ArgumentGroup) -> None:
 
 
 def add_ban_options(g: argparse._ArgumentGroup, matching: bool = True) -> None:
-    """``--ban``, ``--ban-file``, ``--slop`` (see ``merged_bans``); ``matching`` adds regex and matching flags.
+    """``--ban``, ``--ban-file``, ``--slop`` (see ``merged_bans``), ``--exempt-prompt-terms``, ``--ban-scope``.
+
+    ``matching`` adds regex and matching flags.
 
     Flags not given are ``None``, so a command can tell them from their defaults.
     """
@@ -271,6 +283,20 @@ def add_ban_options(g: argparse._ArgumentGroup, matching: bool = True) -> None:
         action="store_true",
         default=None,
         help="ban the project's default English slop list (230 over-used words and phrases, most as soft bans)",
+    )
+    g.add_argument(
+        "--exempt-prompt-terms",
+        action="store_true",
+        default=None,
+        help="do not ban the phrases the prompt itself uses (a prompt about tapestries may get 'tapestry'; "
+        "inflections count)",
+    )
+    g.add_argument(
+        "--ban-scope",
+        type=ban_scope,
+        metavar="SCOPE",
+        help="where bans apply: think (only inside <think>...</think>), answer (only outside them), "
+        "START,END (only between other markers) or outside:START,END (default: everywhere)",
     )
     if not matching:
         return

@@ -20,6 +20,7 @@ from backtrack_sampler.server.generation import ChoiceSpec, GenerationPlan
 from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from backtrack_sampler.server.settings import ServerSettings
 from backtrack_sampler.server.strategies import BanLimits, build_strategy
+from backtrack_sampler.strategy.ban_scope import BanScope
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -151,10 +152,13 @@ def _plan(
             code="limit",
         )
     _check_patterns(patterns, settings)
+    scope = _ban_scope(request)
     limits = BanLimits(settings.max_bans, settings.max_regex_length)
     # One strategy object per choice: strategies keep state, and choices may run at the same time.
     strategies = [
-        build_strategy(provider, request.strategy, phrases, patterns, json_root, limits)
+        build_strategy(
+            provider, request.strategy, phrases, patterns, json_root, limits, request.exempt_prompt_terms, scope
+        )
         for _ in range(len(prompts) * request.n)
     ]
     return GenerationPlan(
@@ -168,6 +172,23 @@ def _plan(
         backtrack_events=request.backtrack_events,
         failure_param=_failure_param(request, json_root),
     )
+
+
+def _ban_scope(request: SamplingRequest) -> BanScope | None:
+    """``ban_scope`` checked; it and ``exempt_prompt_terms`` need ``banned_strings`` or ``banned_regex``."""
+    try:
+        scope = BanScope.of(request.ban_scope, "ban_scope")
+    except ValueError as exc:
+        raise APIError(str(exc), param="ban_scope", code="invalid_value") from None
+    if not (request.banned_strings or request.banned_regex):
+        param = "ban_scope" if scope is not None else "exempt_prompt_terms" if request.exempt_prompt_terms else None
+        if param is not None:
+            raise APIError(
+                f"{param}: applies to banned_strings and banned_regex, and the request has none "
+                "(an antislop strategy takes it in its params: scope, exempt_prompt_terms)",
+                param=param,
+            )
+    return scope
 
 
 def _check_choices(prompts: int, n: int, settings: ServerSettings) -> None:

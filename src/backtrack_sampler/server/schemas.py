@@ -11,7 +11,9 @@ The fields after the OpenAI ones form the **extension block** (they ride in
 the official client's ``extra_body``):
 
 - ``top_k``, ``min_p``: more sampling controls.
-- ``banned_strings``, ``banned_regex``: phrases and patterns to ban (AntiSlop).
+- ``banned_strings``, ``banned_regex``: phrases and patterns to ban (AntiSlop);
+  ``exempt_prompt_terms`` spares those the prompt uses, ``ban_scope`` bans only
+  in the reasoning (``"think"``) or only in the answer (``"answer"``).
 - ``strategy``: any built-in strategy with its parameters, or a chain of them.
 - ``max_rewinds``, ``rewinds_per_position``: the rewind budget.
 - ``backtrack_events``: the stream also carries rewinds and final statistics.
@@ -87,6 +89,14 @@ Integer = Annotated[int, BeforeValidator(_integral)]
 """An integer, written ``1`` or ``1.0`` (never ``"1"`` or ``true``)."""
 
 
+_BAN_SCOPE_OBJECT = {
+    "type": "object",
+    "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "inside": {"type": "boolean"}},
+    "required": ["start", "end"],
+}
+"""The object form of ``ban_scope``, for the OpenAPI document (``strategy.ban_scope.BanScope`` checks it)."""
+
+
 class StreamOptions(BaseModel):
     """``stream_options`` of a streamed request."""
 
@@ -154,6 +164,20 @@ class SamplingRequest(BaseModel):
         None, description="Phrases to ban (AntiSlop): erased as soon as they appear, and written differently."
     )
     banned_regex: list[Text] | None = Field(None, description="Regular expressions to ban, like `banned_strings`.")
+    exempt_prompt_terms: bool = Field(
+        False,
+        description="Do not ban the `banned_strings` the prompt itself uses (compared as words, case folded, "
+        "regular English inflections removed: a prompt about tapestries may get `tapestry`), nor the "
+        "`banned_regex` that match the prompt.",
+    )
+    ban_scope: JsonValue = Field(
+        None,
+        description='Where `banned_strings` and `banned_regex` apply: `"think"` (only inside '
+        '`<think>...</think>`), `"answer"` (only outside them), `"START,END"` or `"outside:START,END"` '
+        '(other markers), or `{"start": ..., "end": ..., "inside": true}`; default: everywhere. A prompt that '
+        "ends inside an open `<think>` starts the output inside.",
+        json_schema_extra={"anyOf": [{"type": "string", "examples": ["think", "answer"]}, _BAN_SCOPE_OBJECT]},
+    )
     strategy: StrategyField = Field(
         None, description="A built-in strategy (a name, `{name, params}`, or a list of them for a chain)."
     )

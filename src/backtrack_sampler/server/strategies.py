@@ -19,6 +19,7 @@ from backtrack_sampler.server.errors import APIError
 from backtrack_sampler.server.schemas import StrategySpec
 from backtrack_sampler.strategy import registry
 from backtrack_sampler.strategy.antislop_strategy import AntiSlopStrategy
+from backtrack_sampler.strategy.ban_scope import BanScope
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
 from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 from backtrack_sampler.strategy.json_strategy import JsonStrategy
@@ -44,8 +45,12 @@ def build_strategy(
     banned_regex: Sequence[str] | None = None,
     json_root: str | None = None,
     limits: BanLimits | None = None,
+    exempt_prompt_terms: bool = False,
+    ban_scope: BanScope | None = None,
 ) -> BaseStrategy | None:
     """The request's strategy: the spec's, AntiSlop for the bans, JSON output; chained when several.
+
+    ``exempt_prompt_terms`` and ``ban_scope`` are the AntiSlop options of the bans.
 
     Raises:
         APIError: 400 naming ``strategy...``, ``banned_strings`` or ``banned_regex``.
@@ -61,7 +66,12 @@ def build_strategy(
             phrases, patterns = list(banned_strings or []), list(banned_regex or [])
             param = "banned_regex" if patterns else "banned_strings"
             builder.count_bans(len(phrases) + len(patterns), param)
-            kwargs = {"regex": patterns, "max_pattern_length": limits.max_pattern_length}
+            kwargs = {
+                "regex": patterns,
+                "max_pattern_length": limits.max_pattern_length,
+                "exempt_prompt_terms": exempt_prompt_terms,
+                "scope": ban_scope,
+            }
             strategies.append(_call(lambda: AntiSlopStrategy(provider, phrases, **kwargs), param))
     except registry.StrategySpecError as exc:
         raise APIError(str(exc), param=exc.param, code=exc.code) from None
