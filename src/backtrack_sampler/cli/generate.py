@@ -73,6 +73,7 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
         "--max-prob",
         "--replace-within",
     ),
+    "loop_guard": ("--loop-min-length", "--loop-unit", "--loop-include-prompt", "--loop-factor"),
 }
 
 GENERATE_EXAMPLES = """\
@@ -84,6 +85,7 @@ examples:
   backtrack-sampler generate "Describe a cat as JSON with name and age" --strategy json --json-root object
   backtrack-sampler generate "Describe a forest" --strategy creative --top-p-flat 0.5 --seed 1
   backtrack-sampler generate "Is 91 prime?" --strategy replace --find "Yes" --replace "Let me check"
+  backtrack-sampler generate "Write a long story" --strategy loop-guard --loop-min-length 4 --max-new-tokens 512
   backtrack-sampler generate "Name a color" --strategy debug --max-new-tokens 5 --temperature 0
   echo "Once upon a time" | backtrack-sampler generate - --raw --temperature 0 --max-new-tokens 40
   backtrack-sampler generate "Hello" --model ./other-model.gguf --n-ctx 4096
@@ -118,6 +120,11 @@ def strategy_choices(interactive: bool = True) -> list[str]:
     return ["none", *(name for e in entries for name in (e.name, *e.aliases))]
 
 
+def strategy_name(text: str) -> str:
+    """``--strategy``'s value as the registry spells names: ``loop-guard`` -> ``loop_guard``."""
+    return text.strip().lower().replace("-", "_")
+
+
 def describe_strategies(interactive: bool = True) -> str:
     """``none, adaptive_temperature (adaptive), antislop, ...``: the names for ``--help``."""
     entries = [e for e in registry.strategy_entries(interactive) if e.name != "chain"]
@@ -145,6 +152,7 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("strategy")
     g.add_argument(
         "--strategy",
+        type=strategy_name,
         choices=strategy_choices(),
         default="none",
         metavar="NAME",
@@ -173,7 +181,7 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of json, creative, debug, human, adaptive and replace."""
+    """The flags of json, creative, debug, human, adaptive, replace and loop_guard."""
     g = p.add_argument_group("json: keep the output a valid JSON document")
     g.add_argument(
         "--json-root",
@@ -252,6 +260,27 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
         type=float_in(0, 1, low_open=True),
         metavar="P",
         help="only replace when the match's first token had probability <= P",
+    )
+
+    g = p.add_argument_group("loop_guard: when the text repeats a span it already wrote, rewind and write otherwise")
+    g.add_argument(
+        "--loop-min-length",
+        type=int_at_least(2),
+        metavar="N",
+        help="the shortest repeat taken back, in units (default: 4)",
+    )
+    g.add_argument("--loop-unit", choices=("words", "tokens"), default=None, help="what N counts (default: words)")
+    g.add_argument(
+        "--loop-include-prompt",
+        action="store_true",
+        default=None,
+        help="repeating a span of the prompt counts too",
+    )
+    g.add_argument(
+        "--loop-factor",
+        type=float_in(0, 1, high_open=True),
+        metavar="F",
+        help="0 bans the token that began a repeat; F in (0, 1) multiplies its probability (default: 0)",
     )
 
 
@@ -358,6 +387,9 @@ _FLAG_PARAMS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
         **given(a, top_k="choices", min_autopass="min_autopass", max_back="max_back"),
     },
     "adaptive_temperature": lambda a: given(a, poly_coeffs="poly_coeffs"),
+    "loop_guard": lambda a: given(
+        a, min_length="loop_min_length", unit="loop_unit", include_prompt="loop_include_prompt", factor="loop_factor"
+    ),
     "replace": lambda a: {
         "find": a.find,
         "replace": a.replace,

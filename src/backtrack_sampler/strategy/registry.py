@@ -82,6 +82,7 @@ BUILTINS = (
     StrategyEntry("json", f"{_PACKAGE}.json_strategy:JsonStrategy"),
     StrategyEntry("debug", f"{_PACKAGE}.debug_strategy:DebugStrategy", interactive=True),
     StrategyEntry("human", f"{_PACKAGE}.human_guidance_strategy:HumanGuidanceStrategy", interactive=True),
+    StrategyEntry("loop_guard", f"{_PACKAGE}.loop_guard_strategy:LoopGuardStrategy", ("loopguard",)),
     StrategyEntry("chain", f"{_PACKAGE}.chain_strategy:ChainStrategy"),
 )
 """The built-in strategies, with their aliases: the same names pyproject.toml declares as entry points."""
