@@ -154,19 +154,20 @@ class ScopeTracker:
 
     def __init__(self, scope: BanScope) -> None:
         self.scope = scope
-        self._longest = max(len(scope.start), len(scope.end))
         self.start("")
 
     def start(self, prompt: str) -> None:
         """Begin a generation after ``prompt`` (its text: where it leaves the markers)."""
         inside, last_end = region_after(prompt, self.scope)
         self._inside_at_start = inside
-        # The prompt's last characters after its last marker: a marker may begin there and end in the output.
-        self._lead = prompt[max(last_end, len(prompt) - self._longest + 1) :]
+        # A marker begun at the end of the prompt may end in the output: its first characters.
+        self._lead = prompt[_partial_start(prompt, last_end, self.scope.end if inside else self.scope.start) :]
         self._starts: list[int] = []  # the markers found in the output: [start, end) each, in order
         self._ends: list[int] = []
         self._found: list[int] = []  # per token: how many markers end in the text up to it
         self._open: list[int] = []  # per token: where a marker still being written begins (n_chars if none)
+        # A marker that ends in a token began in it, or where the text before it left one being written:
+        # so each token's search reads only its own text and that unfinished marker.
 
     def truncate(self, position: int) -> None:
         """Keep the state of the first ``position`` tokens."""
@@ -179,11 +180,13 @@ class ScopeTracker:
         position = len(ctx.tokens) - 1
         self.truncate(position)  # entries past it remain only after a refused rewind
         n_chars = ctx.n_chars
-        first = max(self._ends[-1] if self._ends else -len(self._lead), ctx.char_start(position) - self._longest + 1)
+        first = self._open[-1] if self._open else -len(self._lead)
         if first < 0:
             text = self._lead[len(self._lead) + first :] + ctx.text_from(0)
+        elif first == ctx.char_start(position):
+            text = ctx.text_from(position)
         else:
-            token = ctx.token_at_char(first) if first < n_chars else position
+            token = ctx.token_at_char(first)
             text = ctx.text_from(token)[first - ctx.char_start(token) :]
         inside = self._inside(len(self._ends))
         pos = 0
@@ -221,6 +224,8 @@ class ScopeTracker:
 
 def _partial_start(text: str, pos: int, marker: str) -> int:
     """The first index >= ``pos`` where a proper prefix of ``marker`` ends ``text`` (``len(text)``: none)."""
+    if not text or text[-1] not in marker:
+        return len(text)
     for i in range(max(pos, len(text) - len(marker) + 1), len(text)):
         if marker.startswith(text[i:]):
             return i
