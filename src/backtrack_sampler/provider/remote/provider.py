@@ -34,9 +34,11 @@ whether it has the plugin (``capability``) and falls back to ``logit_bias``
 when it has not.
 
 The plugin also applies soft bans (a factor on a token's probability at one
-position): ``propose`` takes the position's penalties and sends them with the
-bans; without the plugin it leaves such a position to the engine, which
-samples it locally from the top-k.
+position): ``propose`` takes a position's penalties and sends them with its
+bans, so the remote engine samples it over the whole distribution; without
+the plugin it returns ``None`` for such a position. (The engine itself samples
+a penalized position locally, from the top-k it already has, and sends no
+request for it: a soft-banned rewind costs one request either way.)
 
 Which strategies run in chunk mode (the remote engine samples, the strategy
 checks): those that only watch the text and rewind with bans or penalties:
@@ -248,6 +250,7 @@ class OpenAICompatibleProvider(BaseProvider):
                 if penalties:
                     return None  # logit_bias cannot scale a probability at one position: sample locally
                 # logit_bias would weigh on every token of a chunk: one banned position, one request.
+                self._drop_chunk()  # the server stops the stream now, not after this request's round trip
                 token = self._request(prefix, 1, sample=True, banned=banned).tokens[0]
                 return None if token in banned else token
             # The next chunk, with the rules at its first position only.
