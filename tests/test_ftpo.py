@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ from backtrack_sampler.batch import BatchDefaults, BatchError, plan_batch, recov
 from backtrack_sampler.batch.ftpo import FtpoSettings, ftpo_records
 from backtrack_sampler.cli import main
 from backtrack_sampler.core.candidates import min_p_candidates
-from scripted import EOS, Scripted, of, run, text_provider
+from scripted import EOS, Scripted, of, random_provider, run, text_provider
 
 # -- the engine: candidates at the rewind position -------------------------------------------------------
 
@@ -67,6 +68,23 @@ def test_no_candidates_when_not_asked():
     assert len(rewinds) == 2
     assert all(e.candidates == () and e.suppressed_probability is None for e in rewinds)
     assert ftpo_records(".", ".", events[-1], rewinds, provider, [AntiSlopStrategy(provider, ["tapestry"])]) == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_asking_for_candidates_changes_nothing_else(seed):
+    vocab = [EOS, " the", " tap", "estry", " cloth", " rug", " ta", " tapping", ".", " a", "b"]
+    provider = random_provider(vocab, seed=seed, eos_bias=-3.0)
+    plain, asked = (
+        run(BacktrackSampler(provider, AntiSlopStrategy(provider, ["tapestry", "the", "a b"])), ".", **kwargs)
+        for kwargs in (
+            {"max_new_tokens": 24, "seed": seed},
+            {"max_new_tokens": 24, "seed": seed, "candidates_min_p": 0.02},
+        )
+    )
+    assert plain[-1].tokens == asked[-1].tokens
+    bare = [dataclasses.replace(e, candidates=(), suppressed_probability=None) for e in of(asked, RewindEvent)]
+    assert bare == of(plain, RewindEvent)
+    assert all(e.candidates and e.suppressed_probability is not None for e in of(asked, RewindEvent))
 
 
 def test_the_suppressed_token_has_its_probability_even_below_the_cutoff():
