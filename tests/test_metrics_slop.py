@@ -27,8 +27,8 @@ def test_ban_hits_are_whole_words_ignoring_case():
 
 
 def test_ban_hits_follow_an_entrys_own_matching():
-    phrases = [BanPhrase("avid", whole_word=False), BanPhrase("Glow", ignore_case=False)]
-    assert PhraseCounter(phrases).count("David is avid. glow Glow") == {"avid": 2, "Glow": 1}
+    phrases = [BanPhrase("avid", whole_word=False), BanPhrase("Glow", ignore_case=False), BanPhrase("café")]
+    assert PhraseCounter(phrases).count("David is avid. glow Glow, CAFÉ cafés") == {"avid": 2, "Glow": 1, "café": 1}
 
 
 def test_ban_hits_per_1k_words_split_into_words_and_phrases():

@@ -76,12 +76,25 @@ class PhraseCounter:
     def __init__(self, phrases: Iterable[BanPhrase]) -> None:
         unique = {phrase.text: phrase for phrase in phrases}
         self.phrases = tuple(unique.values())
-        self._patterns = [(p.text, _phrase_pattern(p)) for p in self.phrases]
+        # An ASCII entry matched ignoring case occurs only where its lower-case text does (but for rarities such as
+        # the long s, which the regex folds to "s"): a cheap substring test skips most entries of a long list, and
+        # an entry's regex is compiled the first time that test passes.
+        self._needles = [
+            p.text.lower() if p.text.isascii() and p.ignore_case is not False else None for p in self.phrases
+        ]
+        self._patterns: dict[int, re.Pattern[str]] = {}
 
     def count(self, text: str) -> Counter[str]:
         """How often each entry occurs in ``text`` (entries that do not occur are left out)."""
         counts: Counter[str] = Counter()
-        for phrase, pattern in self._patterns:
+        lower = text.lower()
+        for i, needle in enumerate(self._needles):
+            if needle is not None and needle not in lower:
+                continue
+            phrase = self.phrases[i].text
+            pattern = self._patterns.get(i)
+            if pattern is None:
+                pattern = self._patterns[i] = _phrase_pattern(self.phrases[i])
             found = sum(1 for _ in pattern.finditer(text))
             if found:
                 counts[phrase] = found
