@@ -10,7 +10,8 @@ Each input line is an object::
 Each output line is ``{"id", "line", "text", "finish_reason", "stats"}``, or
 ``{"id", "line", "error": {"type", "message"}}`` for a line that cannot run
 (its id may be ``null`` when the line has none). With ``events_out``, every
-rewind that banned text becomes a preference pair (``preference_pairs``).
+rewind that banned text becomes a preference pair (``preference_pairs``), or,
+with ``ftpo``, a Final Token Preference Optimization record (``ftpo_records``).
 Only bad input gives an error record; an error while generating is a bug and
 stops the run.
 
@@ -27,11 +28,12 @@ How a run survives being killed at any moment (even SIGKILL):
 
 The modules, in the order a run uses them: ``lines`` (input lines and their
 checks), ``plan`` (what is left to do), ``job`` (running one line),
-``pairs`` (preference pairs), ``jsonl`` (the crash-safe files), ``progress``
+``pairs`` (preference pairs), ``ftpo`` (FTPO records), ``jsonl`` (the crash-safe files), ``progress``
 and ``run`` (``run_batch``); ``errors`` holds the two kinds of failure.
 """
 
 from backtrack_sampler.batch.errors import LINE_ERRORS, BatchError, LineError, error_record
+from backtrack_sampler.batch.ftpo import FtpoSettings, ftpo_records
 from backtrack_sampler.batch.job import build_strategy, prepare, result_record, run_job
 from backtrack_sampler.batch.jsonl import JsonlAppender, recover_jsonl, rewrite_jsonl
 from backtrack_sampler.batch.lines import (
@@ -57,6 +59,7 @@ __all__ = [
     "BatchDefaults",
     "BatchError",
     "BatchSummary",
+    "FtpoSettings",
     "Job",
     "JsonlAppender",
     "LineError",
@@ -66,6 +69,7 @@ __all__ = [
     "check_strategy",
     "comparable_continuation",
     "error_record",
+    "ftpo_records",
     "make_job",
     "parse_line",
     "plan_batch",
