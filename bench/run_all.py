@@ -12,6 +12,7 @@ import time
 
 import ban_scaling
 import batched_throughput
+import loop_guard
 import memory
 import overhead
 import rewind_cost
@@ -46,6 +47,10 @@ def main() -> None:
     print("### Many sequences at once: BatchedLlamacpp against a raw batched llama.cpp loop, greedy\n")
     sequences = [1, 4] if args.quick else [1, 4, 16, 32]
     print(table(batched_throughput.HEADER, batched_throughput.measure(sequences, 64)), "\n", flush=True)
+    print("### Loops: LoopGuard against llama.cpp's DRY and repeat penalty, same prompts and seeds\n")
+    n_prompts, n_loop_tokens = (4, 128) if args.quick else (len(loop_guard.PROMPTS), 512)
+    loop_rows, loop_cost = loop_guard.measure(n_loop_tokens, n_prompts)
+    print(table(loop_guard.HEADER, loop_rows), "\n", loop_cost, "\n", flush=True)
     print("### Peak memory of a greedy generation (fresh process each)\n")
     n_memory = 128 if args.quick else 1024
     print(table(memory.HEADER, memory.measure(args.backends, n_memory, 1 if args.quick else 2)), "\n")

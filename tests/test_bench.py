@@ -84,3 +84,18 @@ def test_slop_loop_mines_bans_that_then_leave_no_hit():
     assert after["mined-list hits / 1k words"] == "0.00" and int(after["rewinds"]) > 0  # all hard bans: none left
     assert before["texts"] == after["texts"] == "6"
     assert 0 < float(after["MATTR-500"]) <= 1 and after["mean log-prob / token"] == "not scored"
+
+
+def test_loop_guard_compares_llamacpp_penalties_and_loop_guard():
+    rows = run("loop_guard.py", "--tokens", "32", "--prompts", "2", "--min-length", "2")
+    assert [r["method"] for r in rows] == [
+        "llama.cpp, no penalty",
+        "llama.cpp repeat_penalty 1.1 (last 64)",
+        "llama.cpp DRY 0.8/1.75/2",
+        "ours + LoopGuard (2 words)",
+    ]
+    assert all(r["texts"] == "2" for r in rows) and rows[0]["drop vs plain"] == "0"
+    assert all(0 < float(r["distinct-2"]) <= 1 and float(r["mean log-prob / token"]) < 0 for r in rows)
+    guard = rows[-1]
+    if guard["refused"] == "0":  # no word is followed twice by the same word
+        assert int(guard["longest repeat (words)"]) < 2
