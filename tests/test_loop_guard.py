@@ -29,6 +29,7 @@ from backtrack_sampler import (
     cli,
 )
 from backtrack_sampler.core.base_provider import BaseProvider
+from backtrack_sampler.core.context import Progress
 from backtrack_sampler.core.token_text import TokenText
 from backtrack_sampler.metrics.diversity import loops, words
 from backtrack_sampler.strategy import registry
@@ -126,6 +127,23 @@ def test_a_word_counts_once_nothing_can_extend_it():
     assert rewinds(decisions_of(strategy, provider, " a", " b", " c", " a", " b", "'", "s", " e")) == []
     ((at, rewind),) = rewinds(decisions_of(strategy, provider, " a", " b", " c", " a", " b", "'", " e"))
     assert (at, rewind.position) == (6, 3)  # "b" followed by "' " is finished
+
+
+def test_a_repeat_reaching_into_emitted_text_is_taken_back_from_what_is_held():
+    provider = flat()
+    strategy = LoopGuardStrategy(provider, min_length=3, unit="tokens")
+    text = TokenText(provider.token_bytes)
+    held: list[int] = []
+    progress = Progress()
+    ctx = GenerationContext(provider, [1], held, text, {}, progress)
+    decisions = []
+    for n, token in enumerate(ids(provider, " a", " b", " c", " d", " a", " b", " c")):
+        progress.committed = 5 if n == 6 else 0  # as if " a b" at 4-5 had been emitted, then " c" came
+        held.append(token)
+        text.append(token)
+        decisions.append(strategy.on_token(ctx, token))
+    ((at, rewind),) = rewinds(decisions)
+    assert (at, rewind.position, rewind.ban, rewind.match_end) == (6, 5, tuple(ids(provider, " b")), 6)
 
 
 def test_include_prompt_counts_repeats_of_the_prompt_but_never_across_it():

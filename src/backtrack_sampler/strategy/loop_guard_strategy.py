@@ -40,8 +40,11 @@ class LoopGuardStrategy(BaseStrategy):
 
     Only the tokens of the current repeated suffix (and an unfinished word)
     are held back, since only a repeat that is still growing can reach
-    ``min_length``; everything before streams at once. Each token costs the
-    number of earlier occurrences of its unit (``RepeatIndex``), not a rescan.
+    ``min_length``; everything before streams at once. After a rewind to a
+    held position (another strategy's, in a chain) a repeat may reach back
+    into emitted text: it is then taken back from its first token not yet
+    emitted. Each token costs the number of earlier occurrences of its unit
+    (``RepeatIndex``), not a rescan.
 
     Args:
         provider: the provider the sampler uses (its vocabulary decodes the prompt).
