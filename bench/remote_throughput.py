@@ -15,9 +15,13 @@ same run:
 
 It prints tokens/s per sequence (median) and aggregate, the aggregate as a
 ratio of the raw engine's at the same concurrency, and per rewind: the tokens
-the engine erased (accepted, then rewound) and the tokens thrown away in all
+the engine erased (accepted, then rewound), the tokens thrown away in all
 (what the server generated, from vLLM's ``/metrics``, less what was emitted;
-"-" for a server without that counter).
+"-" for a server without that counter) and the wall time lost (the path's
+time less the raw engine's for as many tokens, over the rewinds: this cost
+does not depend on how often the sampled text happens to need a rewind);
+then the client's CPU time per emitted token. ``--repeat N`` runs every path
+N times, interleaved, and reports medians.
 
     python bench/remote_throughput.py --server ours
     python bench/remote_throughput.py --server vllm
@@ -170,6 +174,54 @@ def per_rewind(count: float | None, rewinds: int) -> str:
     return "-" if count is None or not rewinds else f"{count / rewinds:.1f}"
 
 
+def measure(url: str, model: str, base, paths: list[Route], k: int, tokens: int, repeat: int) -> list[list]:
+    """The table rows of ``k`` sequences in flight: the raw engine, then each path, ``repeat`` rounds interleaved."""
+    batch = prompts(base, k)
+    seen: dict[str, list[dict]] = {"raw engine": []} | {path.label: [] for path in paths}
+    for _ in range(repeat):
+        raw_each, raw_all, raw_n = raw(url, model, batch, tokens)
+        seen["raw engine"].append({"each": median(raw_each), "all": raw_all, "ratio": 1.0, "tokens": raw_n})
+        print(f"  {k} raw: {raw_all:.1f} tok/s", file=sys.stderr, flush=True)
+        for path in paths:
+            before, cpu = generated_total(url), time.process_time()
+            each, total, results, requests = sampled(base, path, batch, tokens)
+            cpu, after = time.process_time() - cpu, generated_total(url)
+            emitted = sum(len(r.tokens) for r in results)
+            seen[path.label].append(
+                {
+                    "each": median(each),
+                    "all": total,
+                    "ratio": total / raw_all,
+                    "tokens": emitted,
+                    "rewinds": sum(r.stats.rewinds for r in results),
+                    "requests": requests,
+                    "erased": sum(r.stats.tokens_rewound for r in results),
+                    "thrown": None if before is None or after is None else after - before - emitted,
+                    "cpu": cpu,
+                    # wall time beyond what the raw engine took for as many tokens, per rewind
+                    "lost": (emitted / total - emitted / raw_all) / max(1, sum(r.stats.rewinds for r in results)),
+                }
+            )
+            print(f"  {k} {path.label}: {total:.1f} tok/s", file=sys.stderr, flush=True)
+    rows = []
+    for label, rounds in seen.items():
+        row = [k, label] + [
+            f"{median([r[key] for r in rounds]):.{d}f}" for key, d in (("each", 1), ("all", 1), ("ratio", 2))
+        ]
+        emitted = sum(r["tokens"] for r in rounds)
+        if label == "raw engine":
+            rows.append(row + [emitted, "-", k * repeat, "-", "-", "-", "-"])
+            continue
+        rewinds = sum(r["rewinds"] for r in rounds)
+        thrown = None if any(r["thrown"] is None for r in rounds) else sum(r["thrown"] for r in rounds)
+        row += [emitted, rewinds, sum(r["requests"] for r in rounds)]
+        row += [per_rewind(sum(r["erased"] for r in rounds), rewinds), per_rewind(thrown, rewinds)]
+        lost = median([r["lost"] for r in rounds]) if rewinds else None
+        row.append("-" if lost is None else f"{1000 * lost:.0f}")
+        rows.append(row + [f"{1000 * sum(r['cpu'] for r in rounds) / emitted:.2f}"])
+    return rows
+
+
 def main() -> None:
     servers: list[subprocess.Popen] = []
 
@@ -188,6 +240,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--no-plugin", action="store_true", help="start vLLM without our logits processor")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every path, interleaved (medians)")
     args = parser.parse_args()
 
     process = None
@@ -212,26 +265,15 @@ def main() -> None:
             sampled(base, path, warm, 8)
         rows = []
         for k in args.concurrency:
-            batch = prompts(base, k)
-            raw_each, raw_all, raw_n = raw(url, model, batch, args.tokens)
-            rows.append([k, "raw engine", f"{median(raw_each):.1f}", f"{raw_all:.1f}", "1.00", raw_n, "-", k, "-", "-"])
-            print(f"  {k} raw: {raw_all:.1f} tok/s", file=sys.stderr, flush=True)
-            for path in paths:
-                before = generated_total(url)
-                each, total, results, requests = sampled(base, path, batch, args.tokens)
-                after = generated_total(url)
-                emitted = sum(len(r.tokens) for r in results)
-                rewinds = sum(r.stats.rewinds for r in results)
-                erased = sum(r.stats.tokens_rewound for r in results)
-                thrown = None if before is None or after is None else after - before - emitted
-                ratio = f"{total / raw_all:.2f}"
-                row = [k, path.label, f"{median(each):.1f}", f"{total:.1f}", ratio, emitted, rewinds, requests]
-                rows.append(row + [per_rewind(erased, rewinds), per_rewind(thrown, rewinds)])
-                print(f"  {k} {path.label}: {total:.1f} tok/s", file=sys.stderr, flush=True)
+            rows += measure(url, model, base, paths, k, args.tokens, args.repeat)
         print(f"# Remote throughput: {label}, {args.tokens} new tokens per sequence\n")
         print(machine() + "\n")
         header = ["sequences", "path", "tok/s each (median)", "tok/s aggregate", "x raw"]
         header += ["tokens", "rewinds", "requests", "erased per rewind", "thrown away per rewind"]
+        header += ["ms lost per rewind", "client CPU ms/token"]
+        if args.repeat > 1:
+            print(f"Medians of {args.repeat} rounds (each path once per round, interleaved; x raw against the")
+            print("same round's raw engine); tokens, rewinds and requests summed over the rounds.\n")
         print(table(header, rows))
     finally:
         if process is not None:

@@ -13,6 +13,10 @@ Start vLLM with it (the package installed in vLLM's environment)::
     pip install backtrack_sampler
     vllm serve MODEL --logits-processors backtrack_sampler.vllm_plugin:PositionBans
 
+(vLLM refuses custom logits processors with speculative decoding and on TPU.)
+Positions are counted as vLLM's own ``min_tokens`` counts them: the number of
+tokens the request has generated when its next one is sampled.
+
 Only vLLM imports this module (it needs ``vllm`` and ``torch``). A request
 without the keys costs nothing: the processor keeps only the rows that carry
 rules, and forgets each once it has gone past its last rule. A bad value is
