@@ -42,8 +42,8 @@ request for it: a soft-banned rewind costs one request either way.)
 
 Which strategies run in chunk mode (the remote engine samples, the strategy
 checks): those that only watch the text and rewind with bans or penalties:
-AntiSlop (hard and soft bans, phrases and regex), Replace, JSON without its
-prefilter, and chains of them. Those that adjust the logits at every position
+AntiSlop (hard and soft bans, phrases and regex), LoopGuard, Replace, JSON
+without its prefilter, and chains of them. Those that adjust the logits at every position
 (JSON with its prefilter, the server's ``logit_bias`` and presence/frequency
 penalties, a strategy's own ``adjust_logits``) run in step mode: their
 adjustment depends on the text so far, so no rule sent ahead can replace it.
