@@ -11,7 +11,7 @@ top_p 0.95, top_k off) and the same seed per prompt:
 - the same chain behind DRY (``llama_sampler_init_dry``: multiplier 0.8,
   base 1.75, allowed length 2, the whole context, breakers ``\\n : " *``);
 - ours: ``BacktrackSampler`` with ``LoopGuardStrategy`` (``--min-length``
-  ``--unit`` ``--factor``), and with ``--ours-plain`` also with no strategy.
+  ``--unit`` ``--factor``), and (``--methods ... ours-plain``) with no strategy.
 
 llama.cpp's chains see the prompt tokens first (as its CLI and server feed
 them). Per method: texts that loop (``metrics.diversity.loops``: a run of 4
@@ -23,6 +23,7 @@ against the plain llama.cpp run (the fluency cost), mean tokens, tok/s, rewinds
 (and rewinds refused), and LoopGuard's time per token outside the model.
 
     python bench/loop_guard.py [--tokens 512] [--prompts 24] [--min-length 4] [--unit words] [--factor 0]
+        [--methods plain repeat dry guard]   (a subset runs alone: several processes can share the work)
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ PROMPTS = [
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "top_k": 0}
 DRY = {"multiplier": 0.8, "base": 1.75, "allowed_length": 2, "penalty_last_n": -1, "breakers": ["\n", ":", '"', "*"]}
 REPEAT_PENALTY, REPEAT_LAST_N = 1.1, 64
+METHODS = ("plain", "repeat", "dry", "ours-plain", "guard")
+DEFAULT_METHODS = ("plain", "repeat", "dry", "guard")
 HEADER = [
     "method",
     "texts",
@@ -191,6 +194,7 @@ def longest_repeat(units: list[str]) -> int:
 
 
 def summarize(texts: Texts, prompts, scorer: Scorer, plain_logprob: float | None) -> tuple[list, float]:
+    """One row of the table (the drop is empty without a plain run), and the mean log-probability."""
     scores = [scorer.logprobs(p, t) for p, t in zip(prompts, texts.tokens, strict=True)]
     n_tokens = sum(len(t) for t in texts.tokens)
     logprob = float(sum(s.sum() for s in scores) / max(1, n_tokens))
@@ -203,7 +207,7 @@ def summarize(texts: Texts, prompts, scorer: Scorer, plain_logprob: float | None
         f"{np.mean([distinct_n(words(t), 3) for t in texts.texts]):.3f}",
         max(longest_repeat(words(t)) for t in texts.texts),
         f"{logprob:.3f}",
-        drop or "0",
+        drop or ("0" if texts.name.startswith("llama.cpp, no") else ""),
         f"{n_tokens / len(texts.texts):.0f}",
         f"{n_tokens / texts.seconds:.1f}",
         texts.rewinds,
@@ -218,10 +222,14 @@ def measure(
     min_length: int = 4,
     unit: str = "words",
     factor: float = 0.0,
-    ours_plain: bool = False,
     echo: bool = False,
+    methods: tuple[str, ...] = DEFAULT_METHODS,
 ) -> tuple[list[list], str]:
-    """The table's rows, and a line on LoopGuard's own cost per token."""
+    """The table's rows, and a line on LoopGuard's own cost per token.
+
+    ``methods`` picks some of ``METHODS`` (to run them in separate processes);
+    the drop in log-probability is against ``plain`` when it runs, else left out.
+    """
     backend = load_backend("llamacpp", n_ctx=2048)
     provider = backend.provider
     chat = [provider.apply_chat_template([{"role": "user", "content": p}]) for p in PROMPTS[:n_prompts]]
@@ -242,21 +250,23 @@ def measure(
     def llama(penalty: str) -> Generate:
         return lambda prompt, seed: (llama_generate(provider, prompt, n_tokens, seed, penalty), 0, 0)
 
-    methods = [
-        ("llama.cpp, no penalty", llama("none")),
-        (f"llama.cpp repeat_penalty {REPEAT_PENALTY} (last {REPEAT_LAST_N})", llama("repeat")),
-        ("llama.cpp DRY 0.8/1.75/2", llama("dry")),
-    ]
-    if ours_plain:
-        methods.append(("ours, no strategy", ours(plain)))
     soft = f", factor {factor:g}" if factor else ""
-    methods.append((f"ours + LoopGuard ({min_length} {unit}{soft})", ours(guarded)))
+    chosen = {
+        "plain": ("llama.cpp, no penalty", llama("none")),
+        "repeat": (f"llama.cpp repeat_penalty {REPEAT_PENALTY} (last {REPEAT_LAST_N})", llama("repeat")),
+        "dry": ("llama.cpp DRY 0.8/1.75/2", llama("dry")),
+        "ours-plain": ("ours, no strategy", ours(plain)),
+        "guard": (f"ours + LoopGuard ({min_length} {unit}{soft})", ours(guarded)),
+    }
     scorer = Scorer(n_ctx=max(len(p) for p in prompts) + n_tokens + 8)
     rows, plain_logprob = [], None
-    for name, generate in methods:
+    for key, (name, generate) in chosen.items():
+        if key not in methods:
+            continue
         texts = run_method(name, generate, prompts, provider)
         row, logprob = summarize(texts, prompts, scorer, plain_logprob)
-        plain_logprob = logprob if plain_logprob is None else plain_logprob
+        if key == "plain":
+            plain_logprob = logprob
         rows.append(row)
         if echo:
             print(table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
@@ -297,12 +307,19 @@ def main() -> None:
     parser.add_argument("--min-length", type=int, default=4)
     parser.add_argument("--unit", choices=("words", "tokens"), default="words")
     parser.add_argument("--factor", type=float, default=0.0)
-    parser.add_argument("--ours-plain", action="store_true", help="also run our sampler with no strategy")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(DEFAULT_METHODS),
+        help=f"which to run (default: {' '.join(DEFAULT_METHODS)}; ours-plain is our sampler with no strategy)",
+    )
     args = parser.parse_args()
     print(machine())
     print(f"sampling: {SAMPLING}, up to {args.tokens} new tokens, seed i for prompt i, chat template\n")
     print(table(HEADER, []), flush=True)
-    _, cost = measure(args.tokens, args.prompts, args.min_length, args.unit, args.factor, args.ours_plain, echo=True)
+    options = (args.min_length, args.unit, args.factor)
+    _, cost = measure(args.tokens, args.prompts, *options, echo=True, methods=tuple(args.methods))
     print(f"\n{cost}")
 
 
