@@ -104,12 +104,12 @@ def prompts(base: OpenAICompatibleProvider, n: int) -> list[list[int]]:
     return [base.encode(base.apply_chat_template([{"role": "user", "content": t}])) for t in texts]
 
 
-def raw(url: str, model: str, batch: list[list[int]], tokens: int) -> tuple[list[float], float, int]:
+def raw(url: str, model: str, batch: list[list[int]], tokens: int, seed: int = 0) -> tuple[list[float], float, int]:
     """The engine alone: one plain completion per sequence, all at once; (tok/s each, aggregate, tokens)."""
     rates, counts = [0.0] * len(batch), [0] * len(batch)
 
     def one(i: int) -> None:
-        body = {"model": model, "prompt": batch[i], "max_tokens": tokens, "temperature": 0.8, "seed": i}
+        body = {"model": model, "prompt": batch[i], "max_tokens": tokens, "temperature": 0.8, "seed": seed + i}
         started = time.perf_counter()
         usage = httpx.post(url + "/completions", json=body, timeout=600).json()["usage"]
         counts[i] = usage["completion_tokens"]
@@ -147,7 +147,7 @@ class Route:
     position_bans: bool
 
 
-def sampled(base: OpenAICompatibleProvider, path: Route, batch: list[list[int]], tokens: int):
+def sampled(base: OpenAICompatibleProvider, path: Route, batch: list[list[int]], tokens: int, seed: int = 7):
     """BacktrackSampler + AntiSlop over the remote provider; (tok/s each, aggregate, results, requests)."""
     spawned: list[OpenAICompatibleProvider] = []
     support = PositionRulesSupport(path.position_bans)
@@ -160,7 +160,7 @@ def sampled(base: OpenAICompatibleProvider, path: Route, batch: list[list[int]],
         return BacktrackSampler(provider, AntiSlopStrategy(provider, BANS))
 
     started = time.perf_counter()
-    results = run_concurrently(make_sampler, batch, len(batch), max_new_tokens=tokens, temperature=0.8, seed=7)
+    results = run_concurrently(make_sampler, batch, len(batch), max_new_tokens=tokens, temperature=0.8, seed=seed)
     elapsed = time.perf_counter() - started
     for result in results:
         if isinstance(result, BaseException):
@@ -178,13 +178,13 @@ def measure(url: str, model: str, base, paths: list[Route], k: int, tokens: int,
     """The table rows of ``k`` sequences in flight: the raw engine, then each path, ``repeat`` rounds interleaved."""
     batch = prompts(base, k)
     seen: dict[str, list[dict]] = {"raw engine": []} | {path.label: [] for path in paths}
-    for _ in range(repeat):
-        raw_each, raw_all, raw_n = raw(url, model, batch, tokens)
+    for round_ in range(repeat):  # each round samples other texts (its own seeds), the same for every path
+        raw_each, raw_all, raw_n = raw(url, model, batch, tokens, seed=100 * round_)
         seen["raw engine"].append({"each": median(raw_each), "all": raw_all, "ratio": 1.0, "tokens": raw_n})
         print(f"  {k} raw: {raw_all:.1f} tok/s", file=sys.stderr, flush=True)
         for path in paths:
             before, cpu = generated_total(url), time.process_time()
-            each, total, results, requests = sampled(base, path, batch, tokens)
+            each, total, results, requests = sampled(base, path, batch, tokens, seed=7 + round_)
             cpu, after = time.process_time() - cpu, generated_total(url)
             emitted = sum(len(r.tokens) for r in results)
             seen[path.label].append(
@@ -272,8 +272,10 @@ def main() -> None:
         header += ["tokens", "rewinds", "requests", "erased per rewind", "thrown away per rewind"]
         header += ["ms lost per rewind", "client CPU ms/token"]
         if args.repeat > 1:
-            print(f"Medians of {args.repeat} rounds (each path once per round, interleaved; x raw against the")
-            print("same round's raw engine); tokens, rewinds and requests summed over the rounds.\n")
+            print(
+                f"Medians of {args.repeat} rounds (each path once per round with the round's seeds, interleaved; x raw"
+            )
+            print("against the same round's raw engine); tokens, rewinds and requests summed over the rounds.\n")
         print(table(header, rows))
     finally:
         if process is not None:
