@@ -4,9 +4,11 @@
    temperature 0.8, a seed per prompt) with no strategy: the "before" run.
 2. Mine a ban list from those texts (``metrics.mining``: over-use against
    English word frequencies from wordfreq; hard bans for the worst, soft for
-   the rest), as ``backtrack-sampler mine`` does.
+   the rest; no term with a word the prompts use), as ``backtrack-sampler
+   mine --prompts`` does.
 3. Generate again with AntiSlop and that list, the same prompts and seeds:
-   the "after" run.
+   the "after" run; then once more with ``LoopGuardStrategy`` chained after
+   AntiSlop (bans can push a small model into loops; the guard rewinds them).
 4. Score both runs (``metrics.report``): hits of the mined list and of the
    default slop list per 1,000 words, "not X, but Y" per 1,000 characters,
    MATTR-500, distinct-2, looping texts, and the mean log-probability per
@@ -31,6 +33,8 @@ from backtrack_sampler.metrics.mining import mine_terms, wordfreq_frequency
 from backtrack_sampler.metrics.report import measure_texts
 from backtrack_sampler.models import load_provider
 from backtrack_sampler.strategy.ban_rules import BanPhrase
+from backtrack_sampler.strategy.chain_strategy import ChainStrategy
+from backtrack_sampler.strategy.loop_guard_strategy import LoopGuardStrategy
 from backtrack_sampler.strategy.slop_list import default_slop_list
 from common import machine, table
 
@@ -87,9 +91,15 @@ def prompt_list(n: int) -> list[str]:
     return mixed[:n]
 
 
-def generate(provider, prompts: list[str], bans: list[BanPhrase] | None, n_tokens: int) -> tuple[list, float]:
+def generate(
+    provider, prompts: list[str], bans: list[BanPhrase] | None, n_tokens: int, loop_guard: bool = False
+) -> tuple[list, float]:
     """One text per prompt (its seed: the prompt's index), one after another; the results and the wall time."""
-    sampler = BacktrackSampler(provider, AntiSlopStrategy(provider, bans) if bans else None)
+    members = [AntiSlopStrategy(provider, bans)] if bans else []
+    if loop_guard:
+        members.append(LoopGuardStrategy(provider))
+    strategy = members[0] if len(members) == 1 else ChainStrategy(members) if members else None
+    sampler = BacktrackSampler(provider, strategy)
     started = time.perf_counter()
     results = [
         sampler.generate_text(prompt, max_new_tokens=n_tokens, temperature=TEMPERATURE, seed=index)
@@ -123,18 +133,22 @@ def row(name: str, results: list, elapsed: float, prompts: list[str], mined: lis
 def run(
     n_prompts: int, n_tokens: int, top: int, hard: int, min_count: int = 3, score: bool = True
 ) -> tuple[list, list[list]]:
-    """The mined terms and the table's two rows (before, after)."""
+    """The mined terms and the table's rows (before, after, after with the loop guard too)."""
     frequency = wordfreq_frequency()
     provider = load_provider(n_ctx=n_tokens + 128)
-    prompts = [provider.apply_chat_template([{"role": "user", "content": p}]) for p in prompt_list(n_prompts)]
+    asked = prompt_list(n_prompts)
+    prompts = [provider.apply_chat_template([{"role": "user", "content": p}]) for p in asked]
     before, before_s = generate(provider, prompts, None, n_tokens)
     texts = [r.text for r in before]
-    terms = mine_terms(texts, frequency, top=top, hard=hard, min_count=min_count, min_texts=2)
+    # The prompts' own words (their topics: "baker", "school") are what users asked for, not the model's habits.
+    terms = mine_terms(texts, frequency, top=top, hard=hard, min_count=min_count, min_texts=2, prompts=asked)
     mined = [BanPhrase(t.term, t.factor) for t in terms]
     after, after_s = generate(provider, prompts, mined, n_tokens)
+    guarded, guarded_s = generate(provider, prompts, mined, n_tokens, loop_guard=True)
     rows = [
         row("before (no bans)", before, before_s, prompts, mined, provider, score),
         row(f"after ({len(mined)} mined bans)", after, after_s, prompts, mined, provider, score),
+        row("after, + loop guard", guarded, guarded_s, prompts, mined, provider, score),
     ]
     return terms, rows
 

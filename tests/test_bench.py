@@ -78,11 +78,13 @@ def test_sampling_overhead_covers_every_setting():
 def test_slop_loop_mines_bans_that_then_leave_no_hit():
     pytest.importorskip("wordfreq", reason="wordfreq is not installed (extra: score)")
     args = ["--prompts", "6", "--tokens", "64", "--top", "5", "--hard", "5", "--min-count", "2", "--no-score"]
-    before, after = run("slop_loop.py", *args)
+    before, after, guarded = run("slop_loop.py", *args)
     assert before["run"] == "before (no bans)" and after["run"].startswith("after (")
+    assert guarded["run"] == "after, + loop guard"
     assert float(before["mined-list hits / 1k words"]) > 0  # mined from these very texts
     assert after["mined-list hits / 1k words"] == "0.00" and int(after["rewinds"]) > 0  # all hard bans: none left
-    assert before["texts"] == after["texts"] == "6"
+    assert guarded["mined-list hits / 1k words"] == "0.00"  # the guard chained after AntiSlop keeps the bans
+    assert before["texts"] == after["texts"] == guarded["texts"] == "6"
     assert 0 < float(after["MATTR-500"]) <= 1 and after["mean log-prob / token"] == "not scored"
 
 

@@ -152,3 +152,34 @@ def test_the_mined_list_feeds_generate_ban_file(tmp_path, capsys):
     assert cli.main([*common, "--ban-file", str(bans)]) == 0
     banned = capsys.readouterr().out
     assert banned.strip() and not re.search(r"(?i)\btapestry\b|\btestament to\b", banned)
+
+
+def test_terms_with_a_word_the_prompts_use_are_not_mined():
+    frequency = wordfreq_frequency()
+    texts = corpus()
+    plain = [t.term for t in mine_terms(texts, frequency, (1, 2), top=6, hard=2)]
+    assert plain[:2] == ["tapestry", "testament to"]
+    asked = [t.term for t in mine_terms(texts, frequency, (1, 2), top=6, hard=2, prompts=["Tell me about tapestries."])]
+    assert "tapestry" not in asked and not any("tapestry" in term for term in asked)
+    assert asked[0] == "testament to"
+
+
+def test_cli_prompts_keep_the_topics_out(tmp_path, capsys):
+    results = write_results(tmp_path / "results.jsonl", corpus())
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        json.dumps({"id": 1, "messages": [{"role": "user", "content": "A story about a tapestry"}]})
+        + "\n"
+        + json.dumps({"id": 2, "prompt": "Courage, please"})
+        + "\n",
+        encoding="utf-8",
+    )
+    bans = tmp_path / "bans.json"
+    argv = ["mine", str(results), "--top", "6", "--hard", "2", "--ngrams", "1,2", "--prompts", str(prompts)]
+    assert cli.main([*argv, "-o", str(bans)]) == 0
+    terms = [p.text for p in load_ban_list(bans)]
+    assert terms[0] == "testament to"
+    assert not any("tapestry" in t or "courage" in t for t in terms)
+    capsys.readouterr()
+    assert cli.main(["mine", str(results), "--prompts", str(tmp_path / "missing.jsonl")]) == 2
+    assert "--prompts" in capsys.readouterr().err

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from backtrack_sampler.cli.options import CliError, int_at_least, one_line
+from backtrack_sampler.cli.score import read_prompts
 from backtrack_sampler.metrics.texts import load_texts
 
 MINE_EXAMPLES = """\
 examples:
   backtrack-sampler mine results.jsonl -o bans.json
   backtrack-sampler mine results.jsonl -o bans.json --top 30 --hard 5 --ngrams 1,2
+  backtrack-sampler mine results.jsonl -o bans.json --prompts prompts.jsonl   # not the prompts' topics
   backtrack-sampler batch prompts.jsonl -o after.jsonl --ban-file bans.json
 
 INPUT is the results JSONL of `batch` (error records are skipped), a text file, or a
@@ -59,7 +63,24 @@ def add_mine_command(commands: argparse._SubParsersAction) -> None:
     mine.add_argument(
         "--ngrams", type=orders, default=(1, 2, 3), metavar="N,N", help="n-gram orders, 1 = words (default: 1,2,3)"
     )
+    mine.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="PATH",
+        help="the batch INPUT the results came from: terms with a word the prompts use are not mined",
+    )
     mine.set_defaults(handler=run_mine)
+
+
+def prompt_texts(prompts: Iterable[Any]) -> list[str]:
+    """The text of each batch prompt: a ``"prompt"`` string, or the contents of its ``"messages"``."""
+    texts = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            texts.append(prompt)
+        elif isinstance(prompt, list):
+            texts += [m["content"] for m in prompt if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    return texts
 
 
 def format_terms(terms: list) -> str:
@@ -94,8 +115,16 @@ def run_mine(args: argparse.Namespace) -> int:
         loaded = load_texts(args.input)
     except ValueError as exc:
         raise CliError(f"argument INPUT: {one_line(exc)}") from None
+    prompts = prompt_texts(read_prompts(args.prompts).values()) if args.prompts is not None else []
     terms = mine_terms(
-        loaded.texts, frequency, args.ngrams, args.top, args.hard, min_count=args.min_count, min_texts=args.min_texts
+        loaded.texts,
+        frequency,
+        args.ngrams,
+        args.top,
+        args.hard,
+        min_count=args.min_count,
+        min_texts=args.min_texts,
+        prompts=prompts,
     )
     if not terms:
         raise CliError(

@@ -6,7 +6,11 @@
    texts or more (so one story's hero does not top the list); a word of 3
    letters or more, letters only, not a stop-word; an n-gram without digits
    that does not start with a stop-word and holds a word of 3 letters or more
-   that is not one ("testament to" stays, "of the" and "the tapestry" go).
+   that is not one ("testament to" stays, "of the" and "the tapestry" go);
+   with ``prompts``, no word of the term may be one the prompts use
+   (compared as ``exempt_prompt_terms`` compares them: "tapestries" in a
+   prompt keeps "tapestry" out), so the topics users asked about are not
+   mined as the model's habits.
 3. Compare each with people's usage: its share of the model's terms of that
    order (count / all n-grams of that order) over its frequency in English
    from ``wordfreq.word_frequency(term, "en")`` (which estimates multi-word
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from backtrack_sampler.core.checks import check_int
 from backtrack_sampler.metrics.diversity import ngrams, words
 from backtrack_sampler.metrics.stopwords import STOPWORDS
+from backtrack_sampler.strategy.prompt_terms import word_stem
 
 FLOOR = 1e-8  # the human frequency of a term wordfreq does not know (its rarest listed words are about this)
 SOFT_LOW, SOFT_HIGH = 0.2, 0.8  # soft-ban factors of the first and the last soft term
@@ -131,6 +136,7 @@ def mine_terms(
     hard: int = 10,
     min_count: int = 3,
     min_texts: int = 2,
+    prompts: Iterable[str] = (),
 ) -> list[MinedTerm]:
     """The ``top`` terms ``texts`` over-use most against ``human_frequency``, with ban factors.
 
@@ -142,6 +148,7 @@ def mine_terms(
         hard: how many of the first get factor 0; the others get soft factors.
         min_count: fewest occurrences a term needs.
         min_texts: fewest texts that must hold it.
+        prompts: the prompts the texts answer; a term with a word they use is left out.
 
     Raises:
         ValueError: naming the argument that is out of range.
@@ -153,10 +160,11 @@ def mine_terms(
     if not orders or any(not isinstance(n, int) or not 1 <= n <= 5 for n in orders):
         raise ValueError(f"orders must be n-gram orders in [1, 5], got {list(orders)!r}")
     counts, in_texts, totals = count_terms(texts, sorted(set(orders)))
+    asked = {word_stem(w) for prompt in prompts for w in words(prompt)}
     rows = []
     for n, counter in counts.items():
         for gram, count in counter.items():
-            if count < min_count or in_texts[gram] < min_texts:
+            if count < min_count or in_texts[gram] < min_texts or any(word_stem(w) in asked for w in gram):
                 continue
             human = max(human_frequency(" ".join(gram)), FLOOR)
             rows.append((count / totals[n] / human, count, gram, human))
