@@ -1,8 +1,8 @@
-"""The ``backtrack-sampler`` command line: ``generate``, ``serve`` and ``batch``.
+"""The ``backtrack-sampler`` command line: ``generate``, ``serve``, ``batch``, ``score`` and ``mine``.
 
 - ``main``: the parser, ``main()`` and its error handling;
 - ``options``: the value checks and the option groups the commands share;
-- ``generate``, ``serve``, ``batch``: one module per command.
+- ``generate``, ``serve``, ``batch``, ``score``, ``mine``: one module per command.
 
 Importing this package imports neither llama_cpp, torch nor FastAPI: a
 command imports its backend when it runs.
