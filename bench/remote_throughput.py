@@ -8,8 +8,8 @@ same run:
 
 - raw: the engine alone, one plain ``/v1/completions`` request per sequence;
 - chunk and step: ``BacktrackSampler`` with AntiSlop over the remote provider,
-  run by ``run_concurrently`` (one thread and one spawned provider per
-  sequence). Against a server with the plugin, "chunk + plugin" sends the
+  one thread and one spawned provider per sequence, every thread started
+  before the clock and released at once (``all_at_once``). Against a server with the plugin, "chunk + plugin" sends the
   bans of a rewound position in the next chunk request, and "chunk, logit_bias"
   is the same server used without it (a one-token request per rewind).
 
@@ -44,7 +44,6 @@ from pathlib import Path
 import httpx
 
 from backtrack_sampler import AntiSlopStrategy, BacktrackSampler
-from backtrack_sampler.async_sampler import run_concurrently
 from backtrack_sampler.models import default_model_path
 from backtrack_sampler.provider.remote import OpenAICompatibleProvider
 from backtrack_sampler.provider.remote.capability import PositionRulesSupport
@@ -115,13 +114,31 @@ def raw(url: str, model: str, batch: list[list[int]], tokens: int, seed: int = 0
         counts[i] = usage["completion_tokens"]
         rates[i] = counts[i] / (time.perf_counter() - started)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(batch))]
+    elapsed = all_at_once([lambda i=i: one(i) for i in range(len(batch))])
+    return rates, sum(counts) / elapsed, sum(counts)
+
+
+def all_at_once(jobs: list) -> float:
+    """Run each job in a thread of its own, all released together once every thread runs; the seconds taken.
+
+    The threads are started before the clock: on a loaded machine a new thread
+    can wait seconds for its first turn, which would make late starters look
+    like slow sequences.
+    """
+    barrier = threading.Barrier(len(jobs) + 1)
+
+    def run(job) -> None:
+        barrier.wait()
+        job()
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
     for thread in threads:
         thread.start()
+    barrier.wait()
+    started = time.perf_counter()
     for thread in threads:
         thread.join()
-    return rates, sum(counts) / (time.perf_counter() - started), sum(counts)
+    return time.perf_counter() - started
 
 
 def generated_total(url: str) -> float | None:
@@ -159,9 +176,16 @@ def sampled(base: OpenAICompatibleProvider, path: Route, batch: list[list[int]],
         spawned.append(provider)
         return BacktrackSampler(provider, AntiSlopStrategy(provider, BANS))
 
-    started = time.perf_counter()
-    results = run_concurrently(make_sampler, batch, len(batch), max_new_tokens=tokens, temperature=0.8, seed=seed)
-    elapsed = time.perf_counter() - started
+    samplers = [make_sampler() for _ in batch]  # providers, HTTP clients and strategies before the clock
+    results: list = [None] * len(batch)
+
+    def one(i: int) -> None:
+        try:
+            results[i] = samplers[i].generate_text(batch[i], max_new_tokens=tokens, temperature=0.8, seed=seed)
+        except BaseException as exc:  # noqa: BLE001 - raised below, in the main thread
+            results[i] = exc
+
+    elapsed = all_at_once([lambda i=i: one(i) for i in range(len(batch))])
     for result in results:
         if isinstance(result, BaseException):
             raise result
