@@ -272,3 +272,15 @@ def test_penalties_go_to_a_server_with_the_plugin_and_stay_local_without_it():
     provider.position_rules = PositionRulesSupport(False)
     sent = len(engine.bodies)
     assert provider.propose(prompt, frozenset(), {best: math.log(1e-6)}) is None and len(engine.bodies) == sent
+
+
+def test_soft_bans_are_sampled_remotely_with_the_plugin():
+    soft = [("ab ab", 1e-6)]
+    expected = generate(local_model(), AntiSlopStrategy(local_model(), soft))
+    engine = FakeEngine(plugin=True)
+    provider = remote(engine, mode="chunk", chunk_size=50, position_bans=True)
+    got = generate(provider, AntiSlopStrategy(provider, soft))
+    assert got.text == expected.text and got.stats.rewinds > 0
+    carrying = [b for b in engine.bodies if "vllm_xargs" in b]
+    assert len(carrying) == got.stats.rewinds and all(PENALTIES_KEY in b["vllm_xargs"] for b in carrying)
+    assert provider.requests == 1 + got.stats.rewinds

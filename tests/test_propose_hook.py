@@ -23,8 +23,10 @@ class ProposingProvider:
         def begin_generation(setup: GenerationSetup) -> None:
             provider.setups.append(setup)
 
-        def propose(prefix, banned):
+        def propose(prefix, banned, penalties=None):
             provider.calls.append((list(prefix), set(banned)))
+            if penalties:
+                return None  # like a remote engine that cannot apply them
             token = next(script, None)
             return None if token is None else provider.vocab.index(token)
 

@@ -9,7 +9,7 @@ so a subclass only implements the two primitive operations ``_forward`` and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -149,12 +149,16 @@ class BaseProvider(ABC):
         (a slot of a batched backend) gives it back here.
         """
 
-    def propose(self, prefix: Sequence[int], banned: Set[int]) -> int | None:
+    def propose(
+        self, prefix: Sequence[int], banned: Set[int], penalties: Mapping[int, float] | None = None
+    ) -> int | None:
         """The token the backend itself samples after ``prefix`` (never one of ``banned``), or ``None``.
 
         Called (when ``proposes_tokens``) after the logits of that position
-        were read, with the whole sequence so far (prompt and generated) and
-        the tokens banned there. ``None`` lets the engine sample locally.
+        were read, with the whole sequence so far (prompt and generated), the
+        tokens banned there and the penalized ones (token -> the log of its
+        factor, added to its logit). ``None`` lets the engine sample locally;
+        a backend that cannot apply the penalties returns it.
         """
         return None
 

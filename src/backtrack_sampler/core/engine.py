@@ -7,9 +7,10 @@ One step of a generation, in the order ``_Generation.events`` runs it:
 2. Let the strategy adjust a copy of them, apply the positional bans and
    penalties, sample (``_choose``); a token queued by ``Rewind(insert=...)``
    skips 1-2. A provider that samples by itself (a remote engine,
-   ``proposes_tokens``) picks the token instead, under the position's bans,
-   when the strategy leaves the distribution alone and nothing is penalized
-   there. When no token is acceptable, climb the retry ladder (4b).
+   ``proposes_tokens``) picks the token instead, under the position's bans
+   and penalties, when the strategy leaves the distribution alone (a provider
+   that cannot apply the penalties returns ``None``: the engine samples).
+   When no token is acceptable, climb the retry ladder (4b).
 3. Append the token and ask the strategy: continue, rewind, or stop.
 4. On a rewind: truncate tokens and text, drop bans, penalties and cached
    logits past the rewind point, add the new ones, count it against the
@@ -366,8 +367,8 @@ class _Generation:
             logits = self.strategy.adjust_logits(self.ctx, raw.copy())
             return sample_token(logits if np.max(logits) > -np.inf else raw, self.params, self.rng)
         here = self.positions[position]
-        if self.remote_sampling and not here.penalties:
-            proposed = self.provider.propose(self.prompt + self.tokens, here.bans)
+        if self.remote_sampling:
+            proposed = self.provider.propose(self.prompt + self.tokens, here.bans, here.penalties)
             if proposed is not None:
                 return proposed
         logits = self.strategy.adjust_logits(self.ctx, raw.copy())
