@@ -270,7 +270,9 @@ def measure(
         rows.append(row)
         if echo:
             print(table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
-    cost = timed_guard.seconds / max(1, timed_guard.calls) * 1e6
+    if not timed_guard.calls:
+        return rows, ""
+    cost = timed_guard.seconds / timed_guard.calls * 1e6
     return rows, f"LoopGuard's hooks: {cost:.1f} µs per token ({timed_guard.calls} calls)"
 
 
@@ -320,7 +322,8 @@ def main() -> None:
     print(table(HEADER, []), flush=True)
     options = (args.min_length, args.unit, args.factor)
     _, cost = measure(args.tokens, args.prompts, *options, echo=True, methods=tuple(args.methods))
-    print(f"\n{cost}")
+    if cost:
+        print(f"\n{cost}")
 
 
 if __name__ == "__main__":
