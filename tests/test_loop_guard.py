@@ -485,3 +485,18 @@ def test_the_command_line_runs_loop_guard(capsys):
     assert "finished (" in captured.err
     if "[rewind refused]" not in captured.err:
         assert not repeated(words(text), 3)
+
+
+def test_batch_takes_the_hyphenated_name_too(tmp_path):
+    from backtrack_sampler.cli.main import build_parser
+
+    args = build_parser().parse_args(
+        ["batch", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--strategy", "loop-guard"]
+    )
+    assert args.strategy == "loop_guard"
+
+
+def test_the_package_exports_it():
+    import backtrack_sampler
+
+    assert backtrack_sampler.LoopGuardStrategy is LoopGuardStrategy

@@ -26,6 +26,7 @@ from backtrack_sampler.strategy.creative_writing_strategy import CreativeWriting
 from backtrack_sampler.strategy.debug_strategy import DebugStrategy
 from backtrack_sampler.strategy.human_guidance_strategy import HumanGuidanceStrategy
 from backtrack_sampler.strategy.json_strategy import JsonStrategy
+from backtrack_sampler.strategy.loop_guard_strategy import LoopGuardStrategy
 from backtrack_sampler.strategy.replace_strategy import ReplaceStrategy
 from backtrack_sampler.strategy.slop_list import default_slop_list
 
@@ -50,6 +51,7 @@ __all__ = [
     "GenerationStats",
     "HumanGuidanceStrategy",
     "JsonStrategy",
+    "LoopGuardStrategy",
     "ReplaceStrategy",
     "Rewind",
     "RewindBudget",

@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from backtrack_sampler.batch.ftpo import DEFAULT_MAX_CHOSEN, DEFAULT_MIN_P, FtpoSettings
-from backtrack_sampler.cli.generate import describe_strategies, strategy_choices
+from backtrack_sampler.cli.generate import describe_strategies, strategy_choices, strategy_name
 from backtrack_sampler.cli.options import (
     API_KEY_ENV,
     EXIT_INTERRUPTED,
@@ -150,6 +150,7 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
     add_sampling_options(g)
     g.add_argument(
         "--strategy",
+        type=strategy_name,
         choices=strategy_choices(interactive=False),
         metavar="NAME",
         help=f"the strategy of lines without one: {describe_strategies(interactive=False)}",
