@@ -106,3 +106,55 @@ def our_server(provider, model_name: str = "smollm2") -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@contextlib.contextmanager
+def vllm_for_module(plugin: bool = False) -> Iterator[str]:
+    """A test module's vLLM server on the embedded model (``vllm_server``); skips without the venv or transformers."""
+    import pytest
+
+    python = vllm_python()
+    if python is None:
+        pytest.skip(f"no vLLM venv: run scripts/setup_vllm.sh (or set {VLLM_ENV} to its python)")
+    pytest.importorskip("transformers", reason="exporting the embedded model for vLLM needs transformers")
+    from backtrack_sampler.models import embedded_hf_dir
+
+    with vllm_server(python, embedded_hf_dir(), plugin=plugin) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def vllm_provider(url: str, tokenizer, chunk_size: int) -> Iterator:
+    """``OpenAICompatibleProvider`` on that server (the GGUF tokenizer: skips without llama-cpp-python)."""
+    import pytest
+
+    pytest.importorskip("llama_cpp", reason="the GGUF tokenizer needs llama-cpp-python")
+    from backtrack_sampler.provider.remote import OpenAICompatibleProvider
+
+    with OpenAICompatibleProvider(url, VLLM_MODEL_NAME, tokenizer=tokenizer, chunk_size=chunk_size) as provider:
+        yield provider
+
+
+def vllm_completion(url: str, prompt: list[int], max_tokens: int, xargs: dict | None = None, **fields) -> dict:
+    """vLLM's own greedy completion of ``prompt`` (token ids) in one request: its first choice.
+
+    ``xargs`` go as ``vllm_xargs``; ``fields`` replace fields of the body.
+    """
+    body = {
+        "model": VLLM_MODEL_NAME,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "logprobs": 1,
+        "return_tokens_as_token_ids": True,
+    } | fields
+    if xargs is not None:
+        body["vllm_xargs"] = xargs
+    response = httpx.post(url + "/completions", json=body, timeout=300)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]
+
+
+def token_ids(choice: dict) -> list[int]:
+    """The ids of a choice's tokens (``return_tokens_as_token_ids``)."""
+    return [int(t.split(":")[1]) for t in choice["logprobs"]["tokens"]]

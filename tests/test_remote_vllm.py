@@ -8,7 +8,6 @@ completions, never with our Q4 model.
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from remote_checks import (
@@ -19,7 +18,7 @@ from remote_checks import (
     generate,
     words_of,
 )
-from remote_servers import VLLM_ENV, VLLM_MODEL_NAME, vllm_python, vllm_server
+from remote_servers import VLLM_MODEL_NAME, token_ids, vllm_completion, vllm_for_module, vllm_provider
 
 pytestmark = pytest.mark.vllm
 
@@ -28,37 +27,20 @@ MAX_NEW = 48
 
 @pytest.fixture(scope="module")
 def vllm_url(smollm_path):
-    python = vllm_python()
-    if python is None:
-        pytest.skip(f"no vLLM venv: run scripts/setup_vllm.sh (or set {VLLM_ENV} to its python)")
-    pytest.importorskip("transformers", reason="exporting the embedded model for vLLM needs transformers")
-    from backtrack_sampler.models import embedded_hf_dir
-
-    with vllm_server(python, embedded_hf_dir()) as url:
+    with vllm_for_module() as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def remote(vllm_url, smollm_path):
-    pytest.importorskip("llama_cpp", reason="the GGUF tokenizer needs llama-cpp-python")
-    from backtrack_sampler.provider.remote import OpenAICompatibleProvider
-
-    with OpenAICompatibleProvider(vllm_url, VLLM_MODEL_NAME, tokenizer=smollm_path, chunk_size=16) as provider:
+    with vllm_provider(vllm_url, smollm_path, chunk_size=16) as provider:
         yield provider
 
 
 def vllm_greedy(url: str, prompt: list[int], max_tokens: int) -> list[int]:
     """vLLM's own greedy completion, in one request; EOS dropped as the sampler drops it."""
-    body = {
-        "model": VLLM_MODEL_NAME,
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "logprobs": 1,
-        "return_tokens_as_token_ids": True,
-    }
-    choice = httpx.post(url + "/completions", json=body, timeout=120).json()["choices"][0]
-    tokens = [int(t.split(":")[1]) for t in choice["logprobs"]["tokens"]]
+    choice = vllm_completion(url, prompt, max_tokens)
+    tokens = token_ids(choice)
     return tokens[:-1] if choice["finish_reason"] == "stop" else tokens
 
 

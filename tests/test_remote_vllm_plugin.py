@@ -21,7 +21,7 @@ from remote_checks import (
     generate,
     words_of,
 )
-from remote_servers import VLLM_ENV, VLLM_MODEL_NAME, vllm_python, vllm_server
+from remote_servers import VLLM_MODEL_NAME, token_ids, vllm_completion, vllm_for_module, vllm_provider
 
 pytestmark = pytest.mark.vllm
 
@@ -30,22 +30,13 @@ MAX_NEW = 48
 
 @pytest.fixture(scope="module")
 def plugin_url(smollm_path):
-    python = vllm_python()
-    if python is None:
-        pytest.skip(f"no vLLM venv: run scripts/setup_vllm.sh (or set {VLLM_ENV} to its python)")
-    pytest.importorskip("transformers", reason="exporting the embedded model for vLLM needs transformers")
-    from backtrack_sampler.models import embedded_hf_dir
-
-    with vllm_server(python, embedded_hf_dir(), plugin=True) as url:
+    with vllm_for_module(plugin=True) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def remote(plugin_url, smollm_path):
-    pytest.importorskip("llama_cpp", reason="the GGUF tokenizer needs llama-cpp-python")
-    from backtrack_sampler.provider.remote import OpenAICompatibleProvider
-
-    with OpenAICompatibleProvider(plugin_url, VLLM_MODEL_NAME, tokenizer=smollm_path, chunk_size=64) as provider:
+    with vllm_provider(plugin_url, smollm_path, chunk_size=64) as provider:
         yield provider
 
 
@@ -56,19 +47,7 @@ def prompt(remote) -> list[int]:
 
 def complete(url: str, prompt: list[int], max_tokens: int, xargs: dict | None = None, **fields) -> list[int]:
     """vLLM's greedy completion in one request (EOS kept), with ``vllm_xargs`` when given."""
-    body = {
-        "model": VLLM_MODEL_NAME,
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "logprobs": 1,
-        "return_tokens_as_token_ids": True,
-    } | fields
-    if xargs is not None:
-        body["vllm_xargs"] = xargs
-    response = httpx.post(url + "/completions", json=body, timeout=300)
-    assert response.status_code == 200, response.text
-    return [int(t.split(":")[1]) for t in response.json()["choices"][0]["logprobs"]["tokens"]]
+    return token_ids(vllm_completion(url, prompt, max_tokens, xargs, **fields))
 
 
 def bans(rules: dict[int, list[int]]) -> dict[str, str]:
