@@ -61,8 +61,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(kind: str, plugin: bool = True) -> tuple[subprocess.Popen, str, str]:
-    """Start ``kind`` on a free port (vLLM with our logits processor when ``plugin``); (process, base URL, model)."""
+def start_server(kind: str, plugin: bool = True, block_size: int | None = None) -> tuple[subprocess.Popen, str, str]:
+    """Start ``kind`` on a free port (vLLM with our logits processor when ``plugin``); (process, base URL, model).
+
+    ``block_size``: vLLM's KV block size (its prefix cache reuses whole blocks;
+    the CPU build's default is 128 positions).
+    """
     port = free_port()
     if kind == "ours":
         command = [sys.executable, "-m", "backtrack_sampler", "serve", "--port", str(port), "--model-name", "smollm2"]
@@ -77,6 +81,8 @@ def start_server(kind: str, plugin: bool = True) -> tuple[subprocess.Popen, str,
         command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(embedded_hf_dir())]
         command += ["--served-model-name", "smollm2", "--max-model-len", "2048", "--enforce-eager"]
         command += ["--dtype", "bfloat16", "--max-logprobs", "20", "--host", "127.0.0.1", "--port", str(port)]
+        if block_size is not None:
+            command += ["--block-size", str(block_size)]
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))
         if plugin:  # this checkout's package, as `pip install backtrack_sampler` would give vLLM
             command += ["--logits-processors", "backtrack_sampler.vllm_plugin:PositionBans"]
@@ -103,20 +109,28 @@ def prompts(base: OpenAICompatibleProvider, n: int) -> list[list[int]]:
     return [base.encode(base.apply_chat_template([{"role": "user", "content": t}])) for t in texts]
 
 
-def raw(url: str, model: str, batch: list[list[int]], tokens: int, seed: int = 0) -> tuple[list[float], float, int]:
-    """The engine alone: one plain completion per sequence, all at once; (tok/s each, aggregate, tokens)."""
-    rates, counts = [0.0] * len(batch), [0] * len(batch)
-    clients = [httpx.Client(timeout=600) for _ in batch]  # made before the clock, as the providers' are
+def raw(
+    url: str, model: str, batch: list[list[int]], tokens: int, seed: int = 0, threads: int | None = None
+) -> tuple[list[float], float, int]:
+    """The engine alone: one plain completion per sequence, ``threads`` at once (default: all).
 
-    def one(i: int) -> None:
-        body = {"model": model, "prompt": batch[i], "max_tokens": tokens, "temperature": 0.8, "seed": seed + i}
-        started = time.perf_counter()
-        usage = clients[i].post(url + "/completions", json=body).json()["usage"]
-        counts[i] = usage["completion_tokens"]
-        rates[i] = counts[i] / (time.perf_counter() - started)
+    Returns (tok/s each, aggregate, tokens). Thread ``t`` sends the sequences ``t``, ``t + threads``, ...
+    one after the other.
+    """
+    threads = threads or len(batch)
+    rates, counts = [0.0] * len(batch), [0] * len(batch)
+    clients = [httpx.Client(timeout=600) for _ in range(threads)]  # made before the clock, as the providers' are
+
+    def one(t: int) -> None:
+        for i in range(t, len(batch), threads):
+            body = {"model": model, "prompt": batch[i], "max_tokens": tokens, "temperature": 0.8, "seed": seed + i}
+            started = time.perf_counter()
+            usage = clients[t].post(url + "/completions", json=body).json()["usage"]
+            counts[i] = usage["completion_tokens"]
+            rates[i] = counts[i] / (time.perf_counter() - started)
 
     try:
-        elapsed = all_at_once([lambda i=i: one(i) for i in range(len(batch))])
+        elapsed = all_at_once([lambda t=t: one(t) for t in range(threads)])
     finally:
         for client in clients:
             client.close()
@@ -146,18 +160,31 @@ def all_at_once(jobs: list) -> float:
     return time.perf_counter() - started
 
 
-def generated_total(url: str) -> float | None:
-    """The tokens the server has generated since it started (vLLM's ``/metrics``), or ``None``."""
+COUNTERS = {
+    "generated": "vllm:generation_tokens_total",
+    "queried": "vllm:prefix_cache_queries_total",  # prompt positions looked up in the prefix cache
+    "hit": "vllm:prefix_cache_hits_total",
+}
+
+
+def counters(url: str) -> dict[str, float] | None:
+    """vLLM's token counters since it started (``/metrics``, keys of ``COUNTERS``), or ``None`` without them."""
     try:
         response = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=10)
     except httpx.TransportError:
         return None
     if response.status_code != 200:
         return None
+    found: dict[str, float] = {}
     for line in response.text.splitlines():
-        if line.startswith("vllm:generation_tokens_total"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+        for key, name in COUNTERS.items():
+            if line.startswith(name):
+                found[key] = found.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found if set(found) == set(COUNTERS) else None
+
+
+def delta(before: dict[str, float] | None, after: dict[str, float] | None, key: str) -> float | None:
+    return None if before is None or after is None else after[key] - before[key]
 
 
 @dataclass(frozen=True)
@@ -169,8 +196,18 @@ class Route:
     position_bans: bool
 
 
-def sampled(base: OpenAICompatibleProvider, path: Route, batch: list[list[int]], tokens: int, seed: int = 7):
-    """BacktrackSampler + AntiSlop over the remote provider; (tok/s each, aggregate, results, requests)."""
+def sampled(
+    base: OpenAICompatibleProvider,
+    path: Route,
+    batch: list[list[int]],
+    tokens: int,
+    seed: int = 7,
+    threads: int | None = None,
+):
+    """BacktrackSampler + AntiSlop over the remote provider, ``threads`` sequences at once (as ``raw``).
+
+    Returns (tok/s each, aggregate, results, requests).
+    """
     spawned: list[OpenAICompatibleProvider] = []
     support = PositionRulesSupport(path.position_bans)
 
@@ -181,16 +218,19 @@ def sampled(base: OpenAICompatibleProvider, path: Route, batch: list[list[int]],
         spawned.append(provider)
         return BacktrackSampler(provider, AntiSlopStrategy(provider, BANS))
 
-    samplers = [make_sampler() for _ in batch]  # providers, HTTP clients and strategies before the clock
+    threads = threads or len(batch)
+    samplers = [make_sampler() for _ in range(threads)]  # providers, HTTP clients and strategies before the clock
     results: list = [None] * len(batch)
 
-    def one(i: int) -> None:
-        try:
-            results[i] = samplers[i].generate_text(batch[i], max_new_tokens=tokens, temperature=0.8, seed=seed)
-        except BaseException as exc:  # noqa: BLE001 - raised below, in the main thread
-            results[i] = exc
+    def one(t: int) -> None:
+        for i in range(t, len(batch), threads):
+            try:
+                results[i] = samplers[t].generate_text(batch[i], max_new_tokens=tokens, temperature=0.8, seed=seed)
+            except BaseException as exc:  # noqa: BLE001 - raised below, in the main thread
+                results[i] = exc
+                return
 
-    elapsed = all_at_once([lambda i=i: one(i) for i in range(len(batch))])
+    elapsed = all_at_once([lambda t=t: one(t) for t in range(threads)])
     for result in results:
         if isinstance(result, BaseException):
             raise result
@@ -203,19 +243,28 @@ def per_rewind(count: float | None, rewinds: int) -> str:
     return "-" if count is None or not rewinds else f"{count / rewinds:.1f}"
 
 
-def measure(url: str, model: str, base, paths: list[Route], k: int, tokens: int, repeat: int) -> list[list]:
-    """The table rows of ``k`` sequences in flight: the raw engine, then each path, ``repeat`` rounds interleaved."""
-    batch = prompts(base, k)
+def measure(url: str, model: str, base, paths: list[Route], k: int, args: argparse.Namespace) -> list[list]:
+    """The table rows of ``k`` sequences in flight: the raw engine, then each path, ``args.repeat`` rounds interleaved.
+
+    Each of the ``k`` threads runs ``args.per_thread`` sequences back to back.
+    """
+    tokens, repeat = args.tokens, args.repeat
+    batch = prompts(base, k * args.per_thread)
     seen: dict[str, list[dict]] = {"raw engine": []} | {path.label: [] for path in paths}
     for round_ in range(repeat):  # each round samples other texts (its own seeds), the same for every path
-        raw_each, raw_all, raw_n = raw(url, model, batch, tokens, seed=100 * round_)
-        seen["raw engine"].append({"each": median(raw_each), "all": raw_all, "ratio": 1.0, "tokens": raw_n})
+        before = counters(url)
+        raw_each, raw_all, raw_n = raw(url, model, batch, tokens, seed=100 * round_, threads=k)
+        after = counters(url)
+        seen["raw engine"].append(
+            {"each": median(raw_each), "all": raw_all, "ratio": 1.0, "tokens": raw_n, "prefill": prefill(before, after)}
+        )
         print(f"  {k} raw: {raw_all:.1f} tok/s", file=sys.stderr, flush=True)
         for path in paths:
-            before, cpu = generated_total(url), time.process_time()
-            each, total, results, requests = sampled(base, path, batch, tokens, seed=7 + round_)
-            cpu, after = time.process_time() - cpu, generated_total(url)
+            before, cpu = counters(url), time.process_time()
+            each, total, results, requests = sampled(base, path, batch, tokens, seed=7 + round_, threads=k)
+            cpu, after = time.process_time() - cpu, counters(url)
             emitted = sum(len(r.tokens) for r in results)
+            generated = delta(before, after, "generated")
             seen[path.label].append(
                 {
                     "each": median(each),
@@ -225,30 +274,40 @@ def measure(url: str, model: str, base, paths: list[Route], k: int, tokens: int,
                     "rewinds": sum(r.stats.rewinds for r in results),
                     "requests": requests,
                     "erased": sum(r.stats.tokens_rewound for r in results),
-                    "thrown": None if before is None or after is None else after - before - emitted,
+                    "thrown": None if generated is None else generated - emitted,
+                    "prefill": prefill(before, after),
                     "cpu": cpu,
                     # wall time beyond what the raw engine took for as many tokens, per rewind
                     "lost": (emitted / total - emitted / raw_all) / max(1, sum(r.stats.rewinds for r in results)),
                 }
             )
             print(f"  {k} {path.label}: {total:.1f} tok/s", file=sys.stderr, flush=True)
-    rows = []
-    for label, rounds in seen.items():
-        row = [k, label] + [
-            f"{median([r[key] for r in rounds]):.{d}f}" for key, d in (("each", 1), ("all", 1), ("ratio", 2))
-        ]
-        emitted = sum(r["tokens"] for r in rounds)
-        if label == "raw engine":
-            rows.append(row + [emitted, "-", k * repeat, "-", "-", "-", "-"])
-            continue
-        rewinds = sum(r["rewinds"] for r in rounds)
-        thrown = None if any(r["thrown"] is None for r in rounds) else sum(r["thrown"] for r in rounds)
-        row += [emitted, rewinds, sum(r["requests"] for r in rounds)]
-        row += [per_rewind(sum(r["erased"] for r in rounds), rewinds), per_rewind(thrown, rewinds)]
-        lost = median([r["lost"] for r in rounds]) if rewinds else None
-        row.append("-" if lost is None else f"{1000 * lost:.0f}")
-        rows.append(row + [f"{1000 * sum(r['cpu'] for r in rounds) / emitted:.2f}"])
-    return rows
+    return [row(k, label, rounds, len(batch) * repeat) for label, rounds in seen.items()]
+
+
+def prefill(before: dict[str, float] | None, after: dict[str, float] | None) -> float | None:
+    """Prompt positions the server computed (looked up in its prefix cache and missed)."""
+    queried, hit = delta(before, after, "queried"), delta(before, after, "hit")
+    return None if queried is None or hit is None else queried - hit
+
+
+def row(k: int, label: str, rounds: list[dict], raw_requests: int) -> list:
+    """One table row from the rounds of one path."""
+    cells = [k, label] + [
+        f"{median([r[key] for r in rounds]):.{d}f}" for key, d in (("each", 1), ("all", 1), ("ratio", 2))
+    ]
+    emitted = sum(r["tokens"] for r in rounds)
+    computed = None if any(r["prefill"] is None for r in rounds) else sum(r["prefill"] for r in rounds)
+    computed_cell = "-" if computed is None else f"{computed:.0f}"
+    if label == "raw engine":
+        return cells + [emitted, "-", raw_requests, "-", "-", computed_cell, "-", "-"]
+    rewinds = sum(r["rewinds"] for r in rounds)
+    thrown = None if any(r["thrown"] is None for r in rounds) else sum(r["thrown"] for r in rounds)
+    cells += [emitted, rewinds, sum(r["requests"] for r in rounds)]
+    cells += [per_rewind(sum(r["erased"] for r in rounds), rewinds), per_rewind(thrown, rewinds), computed_cell]
+    lost = median([r["lost"] for r in rounds]) if rewinds else None
+    cells.append("-" if lost is None else f"{1000 * lost:.0f}")
+    return cells + [f"{1000 * sum(r['cpu'] for r in rounds) / emitted:.2f}"]
 
 
 def main() -> None:
@@ -270,17 +329,32 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--no-plugin", action="store_true", help="start vLLM without our logits processor")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every path, interleaved (medians)")
+    parser.add_argument("--top-logprobs", type=int, default=20, help="the provider's top_logprobs")
+    parser.add_argument(
+        "--per-thread",
+        type=int,
+        default=1,
+        help="sequences each of the N threads runs back to back (1: all N start and end together)",
+    )
+    parser.add_argument("--block-size", type=int, help="vLLM's --block-size (default: vLLM's own)")
+    parser.add_argument("--no-step", action="store_true", help="leave step mode out (the slowest path)")
     args = parser.parse_args()
 
     process = None
     if args.url:
         url, model, label = args.url, args.model, args.url
     else:
-        process, url, model = start_server(args.server, plugin=not args.no_plugin)
+        process, url, model = start_server(args.server, plugin=not args.no_plugin, block_size=args.block_size)
         servers.append(process)
         label = {"ours": "backtrack-sampler serve (llama.cpp)", "vllm": "vLLM CPU (bfloat16)"}[args.server]
     try:
-        base = OpenAICompatibleProvider(url, model, tokenizer=default_model_path(), chunk_size=args.chunk_size)
+        base = OpenAICompatibleProvider(
+            url,
+            model,
+            tokenizer=default_model_path(),
+            chunk_size=args.chunk_size,
+            top_logprobs=args.top_logprobs,
+        )
         plugin = base.uses_position_bans(prompts(base, 1)[0])
         if plugin:
             label += ", with backtrack_sampler.vllm_plugin:PositionBans"
@@ -288,18 +362,20 @@ def main() -> None:
             paths.append(Route("step + plugin", "step", True))
         else:
             paths = [Route("chunk", "chunk", False), Route("step", "step", False)]
+        if args.no_step:
+            paths = [path for path in paths if path.mode != "step"]
         warm = prompts(base, 2)  # warm up every path the measurements take
         raw(url, model, warm, 8)
         for path in paths:
             sampled(base, path, warm, 8)
         rows = []
         for k in args.concurrency:
-            rows += measure(url, model, base, paths, k, args.tokens, args.repeat)
+            rows += measure(url, model, base, paths, k, args)
         print(f"# Remote throughput: {label}, {args.tokens} new tokens per sequence\n")
         print(machine() + "\n")
         header = ["sequences", "path", "tok/s each (median)", "tok/s aggregate", "x raw"]
         header += ["tokens", "rewinds", "requests", "erased per rewind", "thrown away per rewind"]
-        header += ["ms lost per rewind", "client CPU ms/token"]
+        header += ["prompt positions computed", "ms lost per rewind", "client CPU ms/token"]
         if args.repeat > 1:
             print(
                 f"Medians of {args.repeat} rounds (each path once per round with the round's seeds, interleaved; x raw"
