@@ -20,8 +20,14 @@ the engine erased (accepted, then rewound), the tokens thrown away in all
 "-" for a server without that counter) and the wall time lost (the path's
 time less the raw engine's for as many tokens, over the rewinds: this cost
 does not depend on how often the sampled text happens to need a rewind);
-then the client's CPU time per emitted token. ``--repeat N`` runs every path
-N times, interleaved, and reports medians.
+the prompt positions the server computed (vLLM's prefix-cache counters:
+looked up and missed), then the client's CPU time per emitted token.
+``--repeat N`` runs every path N times, interleaved, and reports medians.
+``--per-thread N`` keeps the sequences in flight: each thread runs N of them
+back to back (raw engine too), so the one with the most rewinds sets less of
+the time than when all start and end together. ``--block-size`` sets vLLM's KV
+block (its CPU build's default of 128 positions leaves these short prompts out
+of its prefix cache).
 
     python bench/remote_throughput.py --server ours
     python bench/remote_throughput.py --server vllm

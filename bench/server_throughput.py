@@ -18,11 +18,13 @@ of 8 concurrent streams.
 
 A third set-up, ``scaling``, starts ``serve --parallel N`` for each N of
 ``--parallel`` and streams from 1, 4 and 16 clients at once (``--scaling-clients``),
-each a different prompt: it prints the aggregate tokens/s of each and its
-ratio to one client (target with N >= 16: 16 clients at least 3x one client).
+each a different prompt, ``--scaling-repeats`` rounds interleaved: it prints
+the aggregate tokens/s of each (median seconds) and its ratio to one client
+(target with N >= 16: 16 clients at least 3x one client), then the raw batched
+loop of ``batched_throughput`` with as many sequences, same run: the ceiling.
 
     python bench/server_throughput.py [--tokens 256] [--repeats 5] [--clients 8] [--setups process thread scaling]
-        [--parallel 1 16] [--scaling-clients 1 4 16] [--scaling-tokens 64] [--threads N]
+        [--parallel 1 16] [--scaling-clients 1 4 16] [--scaling-tokens 64] [--scaling-repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import httpx
 from backtrack_sampler import BacktrackSampler, FinishEvent
 from backtrack_sampler.models import load_llama
 from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
+from batched_throughput import prompts as raw_prompts
+from batched_throughput import raw_batched
 from common import machine, median, table
 
 PROMPT = "Once upon a time"
@@ -152,20 +156,30 @@ def in_thread(provider):
     return LiveServer(make_app(provider))
 
 
-def scaling(args: argparse.Namespace, eos: list[int]) -> None:
-    """Aggregate streamed tokens/s of 1, 4, 16 clients against ``serve --parallel N``, for each N."""
+def scaling(args: argparse.Namespace, provider: LlamacppProvider) -> None:
+    """Aggregate streamed tokens/s of 1, 4, 16 clients against ``serve --parallel N``, for each N.
+
+    Then, same run, the raw batched loop of ``batched_throughput`` (one
+    ``llama_decode`` per step for all sequences, argmax, nothing else) with as
+    many sequences: the most a server on this machine could reach.
+    """
+    eos = sorted(provider.eos_token_ids)
     bias = {str(t): -100.0 for t in eos}  # every stream runs to --scaling-tokens
     rows = []
     for parallel in args.parallel:
         process, url = start_server(args.n_ctx, parallel, args.threads)
         try:
             concurrent(url, 1, 8, bias)  # warm up
+            runs: dict[int, list[tuple[int, float]]] = {clients: [] for clients in args.scaling_clients}
+            for _ in range(args.scaling_repeats):  # rounds interleaved, so a slow spell hits every count alike
+                for clients in args.scaling_clients:
+                    runs[clients].append(concurrent(url, clients, args.scaling_tokens, bias))
             one = None
-            for clients in args.scaling_clients:
-                total, seconds = concurrent(url, clients, args.scaling_tokens, bias)
+            for clients, measured in runs.items():
+                total, seconds = measured[0][0], median([s for _, s in measured])
                 rate = total / seconds
                 one = rate if one is None else one
-                rows.append([parallel, clients, total, f"{seconds:.1f}", f"{rate:.1f}", f"{rate / one:.2f}"])
+                rows.append([parallel, clients, total, f"{seconds:.2f}", f"{rate:.1f}", f"{rate / one:.2f}"])
             batch = httpx.get(f"{url}/health", timeout=10).json().get("batch")
             if batch:
                 print(f"--parallel {parallel}: {batch['decodes']} decodes, at most {batch['max_sequences']} sequences")
@@ -174,6 +188,17 @@ def scaling(args: argparse.Namespace, eos: list[int]) -> None:
             process.wait(30)
     print(table(["--parallel", "clients", "tokens", "seconds", "aggregate tok/s", "vs 1 client"], rows))
     print("vs 1 client: aggregate tok/s over that of one client on the same server (target for 16 clients: >= 3).")
+    ceiling = []
+    for clients in args.scaling_clients:
+        rates = [
+            raw_batched(provider.llm, raw_prompts(provider, clients), args.scaling_tokens, args.n_ctx)
+            for _ in range(args.scaling_repeats)
+        ]
+        rate = median(rates)
+        ceiling.append([clients, f"{rate:.1f}", f"{rate / float(ceiling[0][1]) if ceiling else 1.0:.2f}"])
+    print(f"Medians of {args.scaling_repeats} rounds (seconds), the client counts interleaved in each.")
+    print("\nThe raw batched loop (bench/batched_throughput.py's (a)), same run, as many sequences as clients:\n")
+    print(table(["sequences", "aggregate tok/s", "vs 1 sequence"], ceiling))
 
 
 def main() -> None:
@@ -188,13 +213,14 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 16], help="scaling: serve --parallel N")
     parser.add_argument("--scaling-clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--scaling-tokens", type=int, default=64, help="scaling: tokens per stream")
+    parser.add_argument("--scaling-repeats", type=int, default=5, help="scaling: rounds (median seconds)")
     parser.add_argument("--threads", type=int, help="scaling: serve --threads N (default: llama.cpp's choice)")
     args = parser.parse_args()
 
     print(machine())
     provider = LlamacppProvider(load_llama(n_ctx=args.n_ctx))
     if "scaling" in args.setups:
-        scaling(args, sorted(provider.eos_token_ids))
+        scaling(args, provider)
     sampler = BacktrackSampler(provider)
     rows = []
     for setup in [s for s in args.setups if s != "scaling"]:

@@ -209,3 +209,26 @@ def test_each_slot_holds_its_own_context(llm):
             BacktrackSampler(provider).generate_text(too_long, max_new_tokens=4)
         result = BacktrackSampler(provider).generate_text("Hi", max_new_tokens=200, temperature=0)
         assert result.stats.prompt_tokens + len(result.tokens) <= small.context_length
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0.5])
+def test_flash_attn_must_be_a_bool_or_none(llm, value):
+    from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
+
+    with pytest.raises(ValueError, match=rf"flash_attn must be True, False or None, got {value!r}"):
+        BatchedLlamacpp(llm, n_slots=2, n_ctx=64, flash_attn=value)
+
+
+@pytest.mark.parametrize("flash_attn", [True, False])
+def test_with_flash_attn_on_or_off_a_batch_equals_each_sequence_alone(llm, flash_attn):
+    """The setting reaches llama.cpp (the context is built) and batching stays exact with it too."""
+    from backtrack_sampler.async_sampler import run_concurrently
+    from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
+
+    with BatchedLlamacpp(llm, n_slots=3, n_ctx=128, flash_attn=flash_attn) as small:
+        prompts = [chat(small, f"Name {i + 2} colours.") for i in range(3)]
+        alone = [BacktrackSampler(small.provider()).generate_text(p, max_new_tokens=12, temperature=0) for p in prompts]
+        together = run_concurrently(
+            lambda: BacktrackSampler(small.provider()), prompts, 3, max_new_tokens=12, temperature=0
+        )
+    assert [r.tokens for r in together] == [a.tokens for a in alone]

@@ -97,6 +97,13 @@ class BatchedLlamacpp:
         n_batch: the most tokens in one decode.
         prefill_chunk: the most prompt tokens of one sequence in one decode.
         gather_s: how long a step waits for slots still sampling.
+        flash_attn: llama.cpp's flash attention in this context (``True`` on,
+            ``False`` off, ``None``: the ``Llama``'s own setting, off unless it
+            was built with ``flash_attn=True``). On, 16 sequences decoded
+            faster on a 2-core CPU (101.8 against 93.2 tokens/s, median of 3;
+            the same with one), but its other rounding parts greedy texts from
+            the single-sequence ``LlamacppProvider`` sooner (92 of 128 tokens
+            agreed before the first difference, against 128 with it off).
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class BatchedLlamacpp:
         n_batch: int = 512,
         prefill_chunk: int = 128,
         gather_s: float = 0.05,
+        flash_attn: bool | None = None,
     ) -> None:
         import llama_cpp
 
@@ -122,6 +130,12 @@ class BatchedLlamacpp:
         params.n_seq_max = self.n_slots
         params.n_batch = params.n_ubatch = max(self.n_batch, self.n_slots)
         params.kv_unified = False  # a KV stream per sequence: attention reads only its own cells
+        if flash_attn is not None and not isinstance(flash_attn, bool):
+            raise ValueError(f"flash_attn must be True, False or None, got {flash_attn!r}")
+        if flash_attn is not None:
+            params.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         self._ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self._ctx:
             raise ValueError(
