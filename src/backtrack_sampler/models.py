@@ -66,7 +66,8 @@ def load_provider(
         backend: ``"llamacpp"`` or ``"transformers"``.
         n_ctx: the context length llama.cpp loads the model with (0: the model's own;
             ``None``: ``DEFAULT_N_CTX``, or the model's own when shorter), checked by ``check_context``.
-        threads: CPU threads for llama.cpp (``None``: llama.cpp's choice), at most ``MAX_THREADS``.
+        threads: CPU threads for llama.cpp, at most ``MAX_THREADS`` (``None``: ``physical_cores()``
+            for one token, llama-cpp-python's choice, all CPUs, for batches).
         force_n_ctx: allow an ``n_ctx`` beyond the model's training context.
 
     Raises:
@@ -230,13 +231,47 @@ def _transformers_provider(path: Path) -> BaseProvider:
 
 
 def load_llama(model_path: str | Path | None = None, n_ctx: int = 2048, **kwargs):
-    """A ``llama_cpp.Llama`` for ``model_path`` (default: the embedded model), quiet, last-row logits only."""
+    """A ``llama_cpp.Llama`` for ``model_path`` (default: the embedded model), quiet, last-row logits only.
+
+    ``n_threads`` defaults to ``physical_cores()`` (llama-cpp-python's own
+    default, half the CPUs, leaves half the cores idle where a core runs one
+    thread); other keywords go to ``Llama``.
+    """
     from llama_cpp import Llama
 
     path = Path(model_path) if model_path is not None else default_model_path()
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {str(path)!r}")
+    kwargs.setdefault("n_threads", physical_cores())
     return Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, logits_all=False, **kwargs)
+
+
+def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:
+    """The CPU cores this process may run on, each counted once whatever its hardware threads (as llama.cpp's CLI).
+
+    Reads ``/proc/cpuinfo`` (``processor``, ``physical id``, ``core id``) for
+    the CPUs in ``allowed`` (default: this process's affinity); where it does
+    not say which core a CPU belongs to, every allowed CPU counts.
+    """
+    if allowed is None:
+        allowed = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(MAX_THREADS))
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    cores = set()
+    for block in cpuinfo.split("\n\n"):
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        if "processor" not in fields or not fields["processor"].isdigit():
+            continue
+        if int(fields["processor"]) not in allowed:
+            continue
+        if "core id" not in fields:
+            return max(1, len(allowed))
+        cores.add((fields.get("physical id", "0"), fields["core id"]))
+    return max(1, len(cores) if cores else len(allowed))
 
 
 def load_transformers(model_path: str | Path | None = None, device: Any = None) -> tuple[Any, Any]:

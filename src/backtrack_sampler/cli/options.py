@@ -208,7 +208,10 @@ def add_model_options(g: argparse._ArgumentGroup, n_ctx: bool = True) -> None:
         "--threads",
         type=threads,
         metavar="N",
-        help=f"CPU threads for llama.cpp, 1 to the CPUs here ({models.MAX_THREADS}) (default: llama.cpp's choice)",
+        help=(
+            f"CPU threads for llama.cpp, 1 to the CPUs here ({models.MAX_THREADS}) "
+            f"(default: the physical cores here, {models.physical_cores()}, for one sequence; all CPUs for batches)"
+        ),
     )
 
 
