@@ -188,15 +188,17 @@ def scaling(args: argparse.Namespace, provider: LlamacppProvider) -> None:
             process.wait(30)
     print(table(["--parallel", "clients", "tokens", "seconds", "aggregate tok/s", "vs 1 client"], rows))
     print("vs 1 client: aggregate tok/s over that of one client on the same server (target for 16 clients: >= 3).")
-    ceiling = []
-    for clients in args.scaling_clients:
-        rates = [
-            raw_batched(provider.llm, raw_prompts(provider, clients), args.scaling_tokens, args.n_ctx)
-            for _ in range(args.scaling_repeats)
-        ]
-        rate = median(rates)
-        ceiling.append([clients, f"{rate:.1f}", f"{rate / float(ceiling[0][1]) if ceiling else 1.0:.2f}"])
     print(f"Medians of {args.scaling_repeats} rounds (seconds), the client counts interleaved in each.")
+    ceiling, one = [], None
+    for clients in args.scaling_clients:
+        rate = median(
+            [
+                raw_batched(provider.llm, raw_prompts(provider, clients), args.scaling_tokens, args.n_ctx)
+                for _ in range(args.scaling_repeats)
+            ]
+        )
+        one = rate if one is None else one
+        ceiling.append([clients, f"{rate:.1f}", f"{rate / one:.2f}"])
     print("\nThe raw batched loop (bench/batched_throughput.py's (a)), same run, as many sequences as clients:\n")
     print(table(["sequences", "aggregate tok/s", "vs 1 sequence"], ceiling))
 
@@ -214,7 +216,7 @@ def main() -> None:
     parser.add_argument("--scaling-clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--scaling-tokens", type=int, default=64, help="scaling: tokens per stream")
     parser.add_argument("--scaling-repeats", type=int, default=5, help="scaling: rounds (median seconds)")
-    parser.add_argument("--threads", type=int, help="scaling: serve --threads N (default: llama.cpp's choice)")
+    parser.add_argument("--threads", type=int, help="scaling: serve --threads N (default: the physical cores)")
     args = parser.parse_args()
 
     print(machine())

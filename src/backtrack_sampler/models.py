@@ -7,6 +7,7 @@ objects. Each backend is imported only when it is asked for.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 from pathlib import Path
@@ -251,27 +252,35 @@ def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) 
 
     Reads ``/proc/cpuinfo`` (``processor``, ``physical id``, ``core id``) for
     the CPUs in ``allowed`` (default: this process's affinity); where it does
-    not say which core a CPU belongs to, every allowed CPU counts.
+    not say which core a CPU belongs to, every allowed CPU counts. Without
+    arguments the answer is read once per process.
     """
+    if cpuinfo is None and allowed is None:
+        return _this_machines_cores()
     if allowed is None:
-        allowed = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(MAX_THREADS))
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+        allowed = _allowed_cpus()
     cores = set()
-    for block in cpuinfo.split("\n\n"):
-        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
-        fields = {key.strip(): value.strip() for key, value in fields.items()}
-        if "processor" not in fields or not fields["processor"].isdigit():
-            continue
-        if int(fields["processor"]) not in allowed:
+    for block in (cpuinfo or "").split("\n\n"):
+        fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
+        if not fields.get("processor", "").isdigit() or int(fields["processor"]) not in allowed:
             continue
         if "core id" not in fields:
             return max(1, len(allowed))
         cores.add((fields.get("physical id", "0"), fields["core id"]))
     return max(1, len(cores) if cores else len(allowed))
+
+
+def _allowed_cpus() -> set[int]:
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(MAX_THREADS))
+
+
+@functools.cache
+def _this_machines_cores() -> int:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    return physical_cores(cpuinfo, _allowed_cpus())
 
 
 def load_transformers(model_path: str | Path | None = None, device: Any = None) -> tuple[Any, Any]:

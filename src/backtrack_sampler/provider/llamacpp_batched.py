@@ -124,14 +124,14 @@ class BatchedLlamacpp:
         self.n_batch = check_int("n_batch", n_batch, low=1)
         self.prefill_chunk = check_int("prefill_chunk", prefill_chunk, low=1)
         self.gather_s = check_number("gather_s", gather_s, low=0)
+        if flash_attn is not None and not isinstance(flash_attn, bool):
+            raise ValueError(f"flash_attn must be True, False or None, got {flash_attn!r}")
         self._lib = llama_cpp
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_ctx = n_ctx * self.n_slots
         params.n_seq_max = self.n_slots
         params.n_batch = params.n_ubatch = max(self.n_batch, self.n_slots)
         params.kv_unified = False  # a KV stream per sequence: attention reads only its own cells
-        if flash_attn is not None and not isinstance(flash_attn, bool):
-            raise ValueError(f"flash_attn must be True, False or None, got {flash_attn!r}")
         if flash_attn is not None:
             params.flash_attn_type = (
                 llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
