@@ -51,7 +51,7 @@ BAD_REQUESTS = [
     ("n over the limit", completion(n=100), "n"),
     ("stream as text", completion(stream="yes"), "stream"),
     ("stream_options without stream", completion(stream_options={"include_usage": True}), "stream_options"),
-    ("empty stop string", completion(stop=[""]), "stop"),
+    ("empty stop string", completion(stop=[""]), "stop.0"),
     ("stop as a number", completion(stop=5), "stop"),
     ("too many stop strings", completion(stop=[str(i) for i in range(17)]), "stop"),
     ("negative seed", completion(seed=-1), "seed"),
@@ -62,7 +62,7 @@ BAD_REQUESTS = [
     ("logit_bias value as text", completion(logit_bias={"5": "x"}), "logit_bias.5"),
     ("presence_penalty out of range", completion(presence_penalty=3), "presence_penalty"),
     ("banned_strings as one string", completion(banned_strings="tapestry"), "banned_strings"),
-    ("empty banned string", completion(banned_strings=[""]), "banned_strings"),
+    ("empty banned string", completion(banned_strings=[""]), "banned_strings.0"),
     ("too many bans", completion(banned_strings=[f"phrase {i}" for i in range(1001)]), "banned_strings"),
     ("invalid regex", completion(banned_regex=["(unclosed"]), "banned_regex.0"),
     ("regex matching the empty string", completion(banned_regex=["ok", "a*"]), "banned_regex.1"),
@@ -92,7 +92,26 @@ BAD_REQUESTS = [
     ("json_schema", chat(response_format={"type": "json_schema"}), "response_format.type"),
     ("tools", chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
     ("two different max tokens", chat(max_tokens=4, max_completion_tokens=5), "max_completion_tokens"),
+    # issue 19: what the document refuses, the server refuses too
+    ("empty token list in a list", completion(prompt=[[1], []]), "prompt.1"),
+    ("empty text in a list", completion(prompt=["Hi", ""]), "prompt.1"),
+    (
+        "tool message without tool_call_id",
+        chat(messages=[{"role": "tool", "content": "42"}]),
+        "messages.0.tool_call_id",
+    ),
+    ("tool message without content", chat(messages=[{"role": "tool", "tool_call_id": "c1"}]), "messages.0.content"),
+    (
+        "tool message, null tool_call_id",
+        chat(messages=[{"role": "tool", "content": "4", "tool_call_id": None}]),
+        "messages.0.tool_call_id",
+    ),
+    ("ban_scope without bans in chat", chat(messages=[{"role": "tool"}], ban_scope="answer"), "ban_scope"),
+    ("exempt_prompt_terms without bans", completion(exempt_prompt_terms=True), "exempt_prompt_terms"),
+    ("ban_scope with an empty marker", completion(banned_strings=["x"], ban_scope="outside:,x"), "ban_scope"),
 ]
+# issue 19: a logit_bias key is a token id in canonical decimal, nothing int() would also read.
+NOT_TOKEN_IDS = [" 1", "1 ", "+1", "-1", "01", "1.0", "1e3", "1_0", "\u0661", "", "0x1", "1\n"]
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +268,8 @@ def test_prompts_times_n_is_bounded_before_tokenizing():
     # Not tokenized: these characters are outside the scripted vocabulary (tokenizing them is a 400 of another kind).
     error = assert_error(post(http, completion(prompt=["é"] * 5)), 400, "prompt", "limit")
     assert "5 x 1 = 5" in error["message"]
-    assert post(http, completion(prompt=["Hi"] * 2, n=2)).json()["usage"]["completion_tokens"] == 16
+    # Greedy, so no choice meets EOS early (sampled, the scripted model ends after "." now and then).
+    assert post(http, completion(prompt=["Hi"] * 2, n=2, temperature=0)).json()["usage"]["completion_tokens"] == 16
     # The default bound refuses the reported 1,000 prompts x n 8.
     many = assert_error(post(scripted_client(), completion(prompt=["Hi"] * 1000, n=8)), 400, "prompt", "limit")
     assert "8000" in many["message"]
@@ -298,3 +318,32 @@ def test_a_regex_that_searches_too_long_names_banned_regex(monkeypatch):
     assert failed and failed[0]["error"]["param"] == "banned_regex"
     antislop = {"name": "antislop", "params": {"slops": ["x"], "regex": ["o+cean"]}}
     assert_error(post(http, completion(strategy=antislop)), 400, "strategy")
+
+
+# -- issue 19: the document and the server agree; codes are consistent ---------------------------------
+@pytest.mark.parametrize("key", NOT_TOKEN_IDS, ids=repr)
+def test_a_logit_bias_key_must_be_a_token_id_in_decimal(http, key):
+    error = assert_error(post(http, completion(logit_bias={key: 1})), 400, "logit_bias", "invalid_value")
+    assert repr(key) in error["message"] and "decimal" in error["message"]
+
+
+def test_logit_bias_takes_canonical_token_ids(http):
+    from server_support import SCRIPTED_VOCAB
+
+    the = str(SCRIPTED_VOCAB.index("The"))  # the scripted model's first word, banned: it starts with "A"
+    body = completion(logit_bias={the: -100, "0": -100}, temperature=0, max_tokens=1)[1]
+    assert http.post(COMPLETIONS, json=body).json()["choices"][0]["text"] == "A"
+
+
+def test_logprobs_over_the_limit_are_a_limit_in_both_endpoints(http):
+    assert_error(post(http, completion(logprobs=21)), 400, "logprobs", "limit")
+    assert_error(post(http, chat(logprobs=True, top_logprobs=21)), 400, "top_logprobs", "limit")
+
+
+def test_what_the_document_allows_the_server_takes(http):
+    assert post(http, completion(ban_scope=None)).status_code == 200  # null: the default, everywhere
+    assert post(http, completion(ban_scope=None, banned_strings=["vast"])).status_code == 200
+    assert post(http, completion(exempt_prompt_terms=False)).status_code == 200
+    tool = {"role": "tool", "content": "42", "tool_call_id": "call_1"}
+    messages = [{"role": "user", "content": "What is 6 x 7?"}, {"role": "assistant", "content": None}, tool]
+    assert post(http, chat(messages=messages)).status_code == 200

@@ -132,19 +132,15 @@ def _union_error(errors: list[dict[str, Any]], prefix: list[Any]) -> APIError:
         loc = [part for part in error.get("loc", ()) if part != "body"]
         if loc[: len(prefix)] == prefix and len(loc) > len(prefix) and _is_union_tag(loc[len(prefix)]):
             members.append((loc[len(prefix)], loc[len(prefix) + 1 :], error))
-    # The member it came closest to: the deepest location, and there a wrong value rather than a wrong type.
+    # The member it came closest to: the deepest location, and there a wrong value rather than a wrong type
+    # (a member whose type fits but whose value was refused: an empty list, a lone surrogate in a string).
     deepest = max(members, key=lambda m: (len(m[1]), not _is_type_error(m[2])), default=None)
-    if deepest is not None and deepest[1]:
+    if deepest is not None and (deepest[1] or not _is_type_error(deepest[2])):
         return _field_error(deepest[2], [*prefix, *deepest[1]])
     param = _param_name(prefix)
     field = next((str(p) for p in reversed(prefix) if isinstance(p, str)), "")
     kinds = _UNION_SHAPES.get(field) or " or ".join(dict.fromkeys(_shown_type(t) for t, _, _ in members))
     got = short_repr(errors[0].get("input"))
-    # A member whose type fits but whose check refused the value (a lone surrogate in a string) says why.
-    refused = next((e for _, _, e in members if e.get("type") == "value_error"), errors[0])
-    if refused.get("type") == "value_error":
-        message = str(refused.get("msg", "")).removeprefix("Value error, ")
-        return APIError(f"{param}: {message}", param=param, code="invalid_value")
     return APIError(f"{param}: must be {kinds}, got {got}", param=param, code="invalid_type")
 
 

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.core.checks import surely_too_long
 from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server.errors import APIError, short_repr
@@ -26,9 +27,6 @@ from backtrack_sampler.strategy.base_strategy import BaseStrategy
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 LOGIT_BIAS_LIMIT = 100.0
 DEFAULT_REWINDS_PER_POSITION = 16
-MAX_CHARS_PER_TOKEN = 32
-"""A prompt of more characters than this many per token the model may read is refused before
-it is tokenized (no tokenizer packs more than this into a token on ordinary text)."""
 
 
 def check_model(requested: str | None, settings: ServerSettings) -> None:
@@ -52,7 +50,9 @@ def completion_plan(
     if request.suffix:
         raise APIError("suffix: not supported", param="suffix", code="unsupported")
     if request.best_of is not None and request.best_of != request.n:
-        raise APIError(f"best_of: only best_of == n is supported, got {request.best_of}", param="best_of")
+        raise APIError(
+            f"best_of: only best_of == n is supported, got {request.best_of}", param="best_of", code="unsupported"
+        )
     if request.logprobs is not None and request.logprobs > settings.max_logprobs:
         raise APIError(
             f"logprobs: at most {settings.max_logprobs}, got {request.logprobs}", param="logprobs", code="limit"
@@ -82,13 +82,11 @@ def chat_plan(
 
 def _chat_top_logprobs(request: ChatCompletionRequest, settings: ServerSettings) -> int | None:
     """How many alternatives to show per token (``logprobs`` and ``top_logprobs``); ``None``: no logprobs."""
-    if not request.logprobs:
-        if request.top_logprobs is not None:
-            raise APIError("top_logprobs: needs logprobs set to true", param="top_logprobs")
+    if not request.logprobs:  # top_logprobs without logprobs: refused by the schema
         return None
     top = request.top_logprobs or 0
     if top > settings.max_logprobs:
-        raise APIError(f"top_logprobs: at most {settings.max_logprobs}, got {top}", param="top_logprobs")
+        raise APIError(f"top_logprobs: at most {settings.max_logprobs}, got {top}", param="top_logprobs", code="limit")
     return top
 
 
@@ -96,7 +94,11 @@ def _chat_max_tokens(request: ChatCompletionRequest, settings: ServerSettings) -
     """``max_completion_tokens`` or its older name ``max_tokens`` (both given: they must agree)."""
     if request.max_tokens is not None and request.max_completion_tokens is not None:
         if request.max_tokens != request.max_completion_tokens:
-            raise APIError("max_completion_tokens: differs from max_tokens; give one", param="max_completion_tokens")
+            raise APIError(
+                "max_completion_tokens: differs from max_tokens; give one",
+                param="max_completion_tokens",
+                code="invalid_value",
+            )
     requested = request.max_completion_tokens or request.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
     return _max_tokens(requested, param, settings, settings.max_tokens_limit)
@@ -110,7 +112,9 @@ def _chat_prompt(request: ChatCompletionRequest, provider: BaseProvider) -> str:
     except NotImplementedError as exc:
         raise APIError(f"messages: {exc}; use /v1/completions", param="messages", code="no_chat_template") from None
     except Exception as exc:  # a template may reject a conversation (roles out of order, ...)
-        raise APIError(f"messages: the chat template refused them: {exc}", param="messages") from None
+        raise APIError(
+            f"messages: the chat template refused them: {exc}", param="messages", code="invalid_value"
+        ) from None
 
 
 def _json_root(response_format: dict | None) -> str | None:
@@ -137,8 +141,6 @@ def _plan(
     top_logprobs: int | None,
     json_root: str | None = None,
 ) -> GenerationPlan:
-    if request.stream_options is not None and not request.stream:
-        raise APIError("stream_options: only allowed when stream is true", param="stream_options")
     stops = request.stop or []
     if len(stops) > settings.max_stop:
         raise APIError(f"stop: at most {settings.max_stop} stop strings, got {len(stops)}", param="stop", code="limit")
@@ -175,20 +177,11 @@ def _plan(
 
 
 def _ban_scope(request: SamplingRequest) -> BanScope | None:
-    """``ban_scope`` checked; it and ``exempt_prompt_terms`` need ``banned_strings`` or ``banned_regex``."""
+    """``ban_scope`` as a ``BanScope`` (the schema checked that the request has bans for it)."""
     try:
-        scope = BanScope.of(request.ban_scope, "ban_scope")
+        return BanScope.of(request.ban_scope, "ban_scope")
     except ValueError as exc:
         raise APIError(str(exc), param="ban_scope", code="invalid_value") from None
-    if not (request.banned_strings or request.banned_regex):
-        param = "ban_scope" if scope is not None else "exempt_prompt_terms" if request.exempt_prompt_terms else None
-        if param is not None:
-            raise APIError(
-                f"{param}: applies to banned_strings and banned_regex, and the request has none "
-                "(an antislop strategy takes it in its params: scope, exempt_prompt_terms)",
-                param=param,
-            )
-    return scope
 
 
 def _check_choices(prompts: int, n: int, settings: ServerSettings) -> None:
@@ -307,7 +300,7 @@ def _prompt_tokens(prompt: str | Sequence[int], provider: BaseProvider, settings
 def _encode(text: str, provider: BaseProvider, settings: ServerSettings, param: str) -> list[int]:
     """The tokens of ``text``; a text far too long for the model is refused without tokenizing it."""
     limits = [n for n in (settings.max_prompt_tokens, provider.context_length) if n is not None]
-    if limits and len(text) > MAX_CHARS_PER_TOKEN * min(limits):
+    if limits and surely_too_long(text, min(limits)):  # the engine's rule (core.checks)
         raise APIError(
             f"{param}: the prompt has {len(text)} characters, far more than the {min(limits)} tokens this server reads",
             param=param,
@@ -320,15 +313,15 @@ def _encode(text: str, provider: BaseProvider, settings: ServerSettings, param: 
 
 
 def _logit_bias(bias: dict[str, float] | None, provider: BaseProvider) -> dict[int, float]:
+    """``{token id: bias}``, each bias clamped; the keys are decimal token ids (``schemas.LogitBias``)."""
     out: dict[int, float] = {}
     for key, value in (bias or {}).items():
-        try:
-            token = int(key)
-        except ValueError:
-            raise APIError(f"logit_bias: keys must be token ids, got {key!r}", param="logit_bias") from None
+        token = int(key)
         if not 0 <= token < provider.vocab_size:
             raise APIError(
-                f"logit_bias: token ids must be in [0, {provider.vocab_size}), got {token}", param="logit_bias"
+                f"logit_bias: token ids must be in [0, {provider.vocab_size}), got {key}",
+                param="logit_bias",
+                code="invalid_value",
             )
         out[token] = max(-LOGIT_BIAS_LIMIT, min(LOGIT_BIAS_LIMIT, float(value)))
     return out

@@ -7,6 +7,16 @@ lone surrogate (``"\ud800"`` in JSON), which no tokenizer can encode, answers
 400 naming the field. Unknown fields are ignored, as OpenAI-compatible servers
 do, so clients that send extra settings work.
 
+These models accept exactly what the OpenAPI document (``/openapi.json``, made
+from them) allows, the rules between fields included (``ban_scope`` needs bans,
+``top_logprobs`` needs ``logprobs``, a ``tool`` message needs ``tool_call_id``:
+JSON Schema ``if``/``then``). What a valid request may still be refused for
+depends on the server and its model, and is checked later (``prepare``): a
+limit (``code: "limit"``), the context (``"context_length_exceeded"``), an
+unsupported feature (``"unsupported"``), a token id or a text the model does not
+have, a strategy's parameters (``"invalid_value"``). ``tests/test_server_fuzz.py``
+holds the two to this.
+
 The fields after the OpenAI ones form the **extension block** (they ride in
 the official client's ``extra_body``):
 
@@ -25,7 +35,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from typing_extensions import TypeAliasType
 
 from backtrack_sampler.strategy import registry
@@ -45,6 +64,12 @@ def _unicode_text(value: str) -> str:
     if where is not None:
         raise ValueError(f"must be valid Unicode text, got a lone surrogate ({where})")
     return value
+
+
+def _non_empty_text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return _unicode_text(value)
 
 
 def _unicode_key(value: str) -> str:
@@ -87,14 +112,74 @@ JsonValue = Annotated[Any, AfterValidator(_unicode_json)]
 """Any JSON value whose strings are valid Unicode text."""
 Integer = Annotated[int, BeforeValidator(_integral)]
 """An integer, written ``1`` or ``1.0`` (never ``"1"`` or ``true``)."""
+# Bounds go inside, before the validator that turns 1.0 into 1: put after it (``Field(ge=1)`` on an
+# ``Integer | None``), pydantic checks them but writes pydantic's "ge" into the JSON Schema, not "minimum".
+Count = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+"""An integer >= 1 (``Integer``'s forms)."""
+NonNegative = Annotated[int, Field(ge=0), BeforeValidator(_integral)]
+"""An integer >= 0 (``Integer``'s forms)."""
+NonEmptyText = Annotated[str, AfterValidator(_non_empty_text), WithJsonSchema({"type": "string", "minLength": 1})]
+"""``Text`` of at least one character (pydantic's own ``min_length`` would refuse a lone surrogate in other words)."""
+
+_TOKEN_ID = re.compile("0|[1-9][0-9]*")
+# "(?![\s\S])" ends a pattern where "$" would not: Python's "$" also matches before a final "\n".
+TOKEN_ID_PATTERN = r"^(0|[1-9][0-9]*)(?![\s\S])"
+"""A token id written as a ``logit_bias`` key: decimal ASCII digits, no sign, space or leading zero."""
 
 
+def _token_id_key(value: str) -> str:
+    if not _TOKEN_ID.fullmatch(value):
+        raise ValueError(
+            f"keys must be token ids in decimal (ASCII digits, no sign, space or leading zero), got {value!r}"
+        )
+    return value
+
+
+LogitBias = Annotated[
+    dict[Annotated[str, AfterValidator(_unicode_key), AfterValidator(_token_id_key)], float],
+    WithJsonSchema(
+        {"type": "object", "propertyNames": {"pattern": TOKEN_ID_PATTERN}, "additionalProperties": {"type": "number"}}
+    ),
+]
+"""``{token_id: bias}``; a key is ``"0"`` or ``"1234"``, never ``" 1"``, ``"+1"``, ``"01"``, ``"1.0"`` nor ``"١"``."""
+
+
+_BAN_SCOPE_STRING = {
+    "type": "string",
+    # "think", "answer", "START,END" (split at the first comma) or "outside:START,END"; each marker non-empty.
+    "pattern": r"^(think|answer|(?!outside:)[^,]+,[\s\S]+|outside:[^,]+,[\s\S]+)(?![\s\S])",
+    "examples": ["think", "answer", "<reasoning>,</reasoning>", "outside:<think>,</think>"],
+}
 _BAN_SCOPE_OBJECT = {
     "type": "object",
-    "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "inside": {"type": "boolean"}},
+    "properties": {
+        "start": {"type": "string", "minLength": 1},
+        "end": {"type": "string", "minLength": 1},
+        "inside": {"type": "boolean"},
+    },
     "required": ["start", "end"],
+    "additionalProperties": False,
 }
-"""The object form of ``ban_scope``, for the OpenAPI document (``strategy.ban_scope.BanScope`` checks it)."""
+"""The forms of ``ban_scope``, for the OpenAPI document (``strategy.ban_scope.BanScope`` checks them)."""
+
+
+def _given(field: str, value: dict[str, Any] | None = None) -> dict[str, Any]:
+    """JSON Schema: ``field`` is present and not null (and fits ``value``, when given)."""
+    return {"required": [field], "properties": {field: value or {"not": {"type": "null"}}}}
+
+
+_HAS_BANS = {
+    "anyOf": [_given(name, {"type": "array", "minItems": 1}) for name in ("banned_strings", "banned_regex")],
+    "description": "The request has banned_strings or banned_regex.",
+}
+
+
+_SAMPLING_RULES = [
+    {"if": _given("ban_scope"), "then": _HAS_BANS},
+    {"if": _given("exempt_prompt_terms", {"const": True}), "then": _HAS_BANS},
+    {"if": _given("stream_options"), "then": _given("stream", {"const": True})},
+]
+"""The rules between fields of ``SamplingRequest`` (its validators), for the OpenAPI document."""
 
 
 class StreamOptions(BaseModel):
@@ -131,61 +216,65 @@ StrategyField = StrategySpec | Text | StrategyChain | None
 class SamplingRequest(BaseModel):
     """The fields both endpoints share."""
 
-    model_config = _CONFIG
+    model_config = ConfigDict(**_CONFIG, json_schema_extra={"allOf": _SAMPLING_RULES})
 
     model: Text | None = Field(None, description="The served model's id (see `/v1/models`); may be left out.")
-    max_tokens: Integer | None = Field(
-        None,
-        ge=1,
-        description="The most tokens to generate (completions default: 16; chat: the server's limit).",
+    max_tokens: Count | None = Field(
+        None, description="The most tokens to generate (completions default: 16; chat: the server's limit)."
     )
     temperature: float = Field(1.0, ge=0, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass in (0, 1].")
-    n: Integer = Field(1, ge=1, description="How many choices for each prompt.")
+    n: Count = Field(1, description="How many choices for each prompt.")
     stream: bool = Field(False, description="Answer with server-sent events ending with `data: [DONE]`.")
-    stream_options: StreamOptions | None = None
-    stop: Text | list[Text] | None = Field(
+    stream_options: StreamOptions | None = Field(None, description="Only with `stream: true`.")
+    stop: NonEmptyText | list[NonEmptyText] | None = Field(
         None, description="Text that ends the generation; it is not included in the output."
     )
-    seed: Integer | None = Field(None, ge=0, description="Makes sampling reproducible; choice i uses seed + i.")
+    seed: NonNegative | None = Field(None, description="Makes sampling reproducible; choice i uses seed + i.")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted from logits of tokens already used.")
     frequency_penalty: float = Field(
         0.0, ge=-2, le=2, description="Subtracted from logits, times the number of uses so far."
     )
-    logit_bias: dict[Key, float] | None = Field(
-        None, description="`{token_id: bias}` added to the logits; each bias is clamped to [-100, 100]."
+    logit_bias: LogitBias | None = Field(
+        None,
+        description="`{token_id: bias}` added to the logits; each bias is clamped to [-100, 100]. A key is a "
+        'token id in decimal digits (`"1234"`; not `" 1"`, `"+1"` nor `"01"`).',
     )
     user: Text | None = Field(None, description="Accepted and ignored.")
 
     # -- the extension block --------------------------------------------------------------
-    top_k: Integer | None = Field(None, ge=-1, description="Keep the k most likely tokens (0 or -1: off, the default).")
+    top_k: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = Field(
+        None, description="Keep the k most likely tokens (0 or -1: off, the default)."
+    )
     min_p: float | None = Field(None, ge=0, lt=1, description="Drop tokens below min_p times the best probability.")
-    banned_strings: list[Text] | None = Field(
+    banned_strings: list[NonEmptyText] | None = Field(
         None, description="Phrases to ban (AntiSlop): erased as soon as they appear, and written differently."
     )
-    banned_regex: list[Text] | None = Field(None, description="Regular expressions to ban, like `banned_strings`.")
+    banned_regex: list[NonEmptyText] | None = Field(
+        None, description="Regular expressions to ban (`regex` module syntax), like `banned_strings`."
+    )
     exempt_prompt_terms: bool = Field(
         False,
         description="Do not ban the `banned_strings` the prompt itself uses (compared as words, case folded, "
         "regular English inflections removed: a prompt about tapestries may get `tapestry`), nor the "
-        "`banned_regex` that match the prompt.",
+        "`banned_regex` that match the prompt. Needs `banned_strings` or `banned_regex`.",
     )
     ban_scope: JsonValue = Field(
         None,
         description='Where `banned_strings` and `banned_regex` apply: `"think"` (only inside '
         '`<think>...</think>`), `"answer"` (only outside them), `"START,END"` or `"outside:START,END"` '
-        '(other markers), or `{"start": ..., "end": ..., "inside": true}`; default: everywhere. A prompt that '
-        "ends inside an open `<think>` starts the output inside.",
-        json_schema_extra={"anyOf": [{"type": "string", "examples": ["think", "answer"]}, _BAN_SCOPE_OBJECT]},
+        '(other markers), or `{"start": ..., "end": ..., "inside": true}`; default (or null): everywhere. A prompt '
+        "that ends inside an open `<think>` starts the output inside. Needs `banned_strings` or `banned_regex`.",
+        json_schema_extra={"anyOf": [_BAN_SCOPE_STRING, _BAN_SCOPE_OBJECT, {"type": "null"}]},
     )
     strategy: StrategyField = Field(
         None, description="A built-in strategy (a name, `{name, params}`, or a list of them for a chain)."
     )
-    max_rewinds: Integer | None = Field(
-        None, ge=0, description="Rewinds allowed in one generation (at most the server's limit, its default)."
+    max_rewinds: NonNegative | None = Field(
+        None, description="Rewinds allowed in one generation (at most the server's limit, its default)."
     )
-    rewinds_per_position: Integer | None = Field(
-        None, ge=0, description="Rewinds allowed at one position (default 16; at most the server's limit)."
+    rewinds_per_position: NonNegative | None = Field(
+        None, description="Rewinds allowed at one position (default 16; at most the server's limit)."
     )
     backtrack_events: bool = Field(
         False,
@@ -201,48 +290,45 @@ class SamplingRequest(BaseModel):
     def _stop_strings(cls, value: str | list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        stops = [value] if isinstance(value, str) else value
-        if any(not s for s in stops):
-            raise ValueError(f"stop strings must not be empty, got {stops!r}")
-        return stops or None
+        return [value] if isinstance(value, str) else value or None
 
-    @field_validator("banned_strings")
+    @field_validator("stream_options")
     @classmethod
-    def _phrases(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any(not s for s in value):
-            raise ValueError("banned strings must not be empty")
+    def _only_streamed(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("only allowed when stream is true")
         return value
 
-    @field_validator("banned_regex")
+    @field_validator("exempt_prompt_terms", "ban_scope")
     @classmethod
-    def _patterns(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any(not s for s in value):
-            raise ValueError("banned regular expressions must not be empty")
+    def _about_bans(cls, value: Any, info: ValidationInfo) -> Any:
+        if value not in (None, False) and not (info.data.get("banned_strings") or info.data.get("banned_regex")):
+            raise ValueError(
+                "applies to banned_strings and banned_regex, and the request has none "
+                "(an antislop strategy takes it in its params: scope, exempt_prompt_terms)"
+            )
         return value
 
 
-TokenIds = list[Annotated[Integer, Field(ge=0)]]
+TokenIds = Annotated[list[NonNegative], Field(min_length=1)]
+"""One prompt as token ids (at least one)."""
 
 
 class CompletionRequest(SamplingRequest):
     """``POST /v1/completions``."""
 
-    prompt: Text | list[Text] | TokenIds | list[TokenIds] = Field(
-        description="Text, token ids, or a list of either (one choice per prompt and n)."
-    )
-    logprobs: Integer | None = Field(
-        None, ge=0, description="The log-probabilities of the top N tokens at each position (and of the chosen one)."
+    prompt: (
+        NonEmptyText
+        | Annotated[list[NonEmptyText], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    ) = Field(description="Text, token ids, or a list of either (one choice per prompt and n); none empty.")
+    logprobs: NonNegative | None = Field(
+        None, description="The log-probabilities of the top N tokens at each position (and of the chosen one)."
     )
     echo: bool = Field(False, description="Only false is supported.")
     suffix: Text | None = Field(None, description="Not supported.")
-    best_of: Integer | None = Field(None, ge=1, description="Only equal to n is supported.")
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompts(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("must not be an empty list")
-        return value
+    best_of: Count | None = Field(None, description="Only equal to n is supported.")
 
     def prompts(self) -> list[str | list[int]]:
         """The prompts, each a text or a list of token ids."""
@@ -264,13 +350,34 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One chat message."""
+    """One chat message; a ``tool`` message needs ``content`` and ``tool_call_id`` (as OpenAI's API says)."""
 
-    model_config = _CONFIG
+    model_config = ConfigDict(
+        **_CONFIG,
+        json_schema_extra={
+            "if": {"properties": {"role": {"const": "tool"}}},
+            "then": {
+                "required": ["content", "tool_call_id"],
+                "properties": {"content": {"not": {"type": "null"}}, "tool_call_id": {"type": "string"}},
+            },
+        },
+    )
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = Field(
+        None, validate_default=True, description="The text (null or left out: none; a `tool` message needs it)."
+    )
     name: Text | None = None
+    tool_call_id: Text | None = Field(
+        None, validate_default=True, description="The id of the tool call a `tool` message answers (it needs one)."
+    )
+
+    @field_validator("content", "tool_call_id")
+    @classmethod
+    def _tool_message_needs(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.data.get("role") == "tool":
+            raise ValueError(f"a tool message needs {info.field_name}")
+        return value
 
     def text(self) -> str:
         if self.content is None:
@@ -283,13 +390,27 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(SamplingRequest):
     """``POST /v1/chat/completions``."""
 
+    model_config = ConfigDict(
+        **_CONFIG,
+        json_schema_extra={
+            "allOf": [*_SAMPLING_RULES, {"if": _given("top_logprobs"), "then": _given("logprobs", {"const": True})}]
+        },
+    )
+
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation; the assistant answers it.")
-    max_completion_tokens: Integer | None = Field(None, ge=1, description="Same as max_tokens (the newer name).")
+    max_completion_tokens: Count | None = Field(None, description="Same as max_tokens (the newer name).")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
-    top_logprobs: Integer | None = Field(
-        None, ge=0, description="With logprobs: the N likeliest tokens at each position."
+    top_logprobs: NonNegative | None = Field(
+        None, description="With `logprobs: true`: the N likeliest tokens at each position."
     )
     response_format: dict[Key, JsonValue] | None = Field(
         None, description='`{"type": "text"}` or `{"type": "json_object"}` (the output is kept valid JSON).'
     )
     tools: list[JsonValue] | None = Field(None, description="Not supported (must be empty).")
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _with_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs set to true")
+        return value

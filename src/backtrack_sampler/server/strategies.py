@@ -74,7 +74,7 @@ def build_strategy(
             }
             strategies.append(_call(lambda: AntiSlopStrategy(provider, phrases, **kwargs), param))
     except registry.StrategySpecError as exc:
-        raise APIError(str(exc), param=exc.param, code=exc.code) from None
+        raise APIError(str(exc), param=exc.param, code=exc.code or "invalid_value") from None
     if json_root is not None:
         strategies.append(JsonStrategy(provider, root=json_root))
     if not strategies:
@@ -95,4 +95,4 @@ def _call(factory: Callable[[], BaseStrategy], param: str) -> BaseStrategy:
     try:
         return factory()
     except (TypeError, ValueError) as exc:
-        raise APIError(f"{param}: {exc}", param=param) from None
+        raise APIError(f"{param}: {exc}", param=param, code="invalid_value") from None
