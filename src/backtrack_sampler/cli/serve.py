@@ -27,9 +27,16 @@ from backtrack_sampler.cli.options import (
     load_batched,
     load_provider,
     non_empty,
+    number,
     port,
 )
-from backtrack_sampler.server.settings import ServerSettings, hosts_for_bind
+from backtrack_sampler.server.settings import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
+    MIN_HEADER_BYTES,
+    ServerSettings,
+    hosts_for_bind,
+)
 
 DEFAULT_PARALLEL = 8
 DEFAULT_SAVED_PREFIXES = 16
@@ -90,6 +97,37 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     )
     add_api_key_option(g, "require 'Authorization: Bearer KEY' on /v1 requests; none when unset")
     g.add_argument(
+        "--header-timeout",
+        type=seconds,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="S",
+        help=(
+            "seconds a client has to send a request's headers, from the connection's opening or the end of the "
+            "previous response; a slower one is answered 408 and the connection closed "
+            f"(default: {DEFAULT_HEADER_TIMEOUT:g})"
+        ),
+    )
+    g.add_argument(
+        "--body-timeout",
+        type=seconds,
+        default=ServerSettings.body_timeout,
+        metavar="S",
+        help=(
+            "seconds a client has to send a request's body, from the end of its headers; a slower one is "
+            f"answered 408 and the connection closed (default: {ServerSettings.body_timeout:g})"
+        ),
+    )
+    g.add_argument(
+        "--max-header-bytes",
+        type=int_at_least(MIN_HEADER_BYTES),
+        default=DEFAULT_MAX_HEADER_BYTES,
+        metavar="N",
+        help=(
+            "the largest request line and headers together, in bytes; larger is answered 431 "
+            f"(default: {DEFAULT_MAX_HEADER_BYTES})"
+        ),
+    )
+    g.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
         default="info",
@@ -143,6 +181,14 @@ def slot_count(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """A duration in seconds: a finite number > 0."""
+    value = float(number(text, float))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
 def limit_fields() -> list[dataclasses.Field]:
     """The fields of ``ServerSettings`` that ``serve`` offers as flags (those with a ``minimum``)."""
     return [f for f in dataclasses.fields(ServerSettings) if "minimum" in f.metadata]
@@ -171,6 +217,7 @@ def run_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from backtrack_sampler.server.app import create_app
+        from backtrack_sampler.server.http11 import uvicorn_options
     except ImportError as exc:
         raise CliError(
             f"the server needs FastAPI and uvicorn ({exc}); install them with: pip install 'backtrack_sampler[server]'"
@@ -189,10 +236,13 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = {field.name: getattr(args, field.name) for field in limit_fields()}
     hosts = allowed_hosts(args.host, args.allowed_host)
     try:
-        app = create_app(model, name, api_key=args.api_key, allowed_hosts=hosts, **limits)
+        app = create_app(
+            model, name, api_key=args.api_key, allowed_hosts=hosts, body_timeout=args.body_timeout, **limits
+        )
         shown = f"[{args.host}]" if ":" in args.host else args.host
         print(f"serving {name!r} on http://{shown}:{args.port}/ (API: /v1, playground: /; {served})", file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        http = uvicorn_options(args.header_timeout, args.max_header_bytes)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **http)
     finally:
         if parallel > 1:
             model.close()

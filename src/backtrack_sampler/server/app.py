@@ -8,7 +8,9 @@ Routes:
 - ``GET /``: the playground (static files under ``server/static``).
 
 Every request first passes ``guard.RequestGuard`` (its ``Host``, the API key,
-the body size); ``openapi`` describes what each route answers.
+the body's size and time); ``openapi`` describes what each route answers.
+Below the app, ``http11`` bounds the request's head (size and time) and
+answers malformed HTTP with the same JSON error body, when ``serve`` runs it.
 A request is checked and planned in a thread (``prepare``), then its choices
 are queued on the model's worker (``worker``): one thread for a provider,
 one per slot for a ``SequencePool`` (``BatchedLlamacpp``, continuous

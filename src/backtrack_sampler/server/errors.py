@@ -22,7 +22,10 @@ _TYPE_BY_STATUS = {
     403: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
+    431: "invalid_request_error",
+    501: "invalid_request_error",  # a transfer coding this server does not implement: the request's fault
 }
 # Names pydantic puts into an error location for the member of a union; they are not parameters.
 _UNION_TAGS = ("str", "int", "float", "bool", "list", "dict", "none", "function")

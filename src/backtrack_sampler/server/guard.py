@@ -12,13 +12,20 @@
    at once; a body sent without one (chunked) is counted as it arrives and
    answered 413 when it passes the limit. The body is read here, then handed
    to the app, which would read it whole anyway before parsing it as JSON.
+4. **Body time.** The whole body must arrive within ``body_timeout`` seconds
+   of the end of the headers; a client that sends it slower (or stops) is
+   answered 408.
 
 It is a plain ASGI middleware: its errors are sent from here (the app's
-exception handlers run after it), with the same OpenAI error body.
+exception handlers run after it), with the same OpenAI error body. Each of
+them closes the connection (``Connection: close``): the rest of a body it
+did not read is not worth waiting for. (The time to send the headers is
+bounded below the app, in ``http11``.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from starlette.datastructures import Headers
@@ -45,7 +52,7 @@ class RequestGuard:
             self.check_api_key(scope["path"], headers)
             body = await self.read_body(headers, receive)
         except APIError as error:
-            await error_response(error)(scope, receive, send)
+            await error_response(error, {"Connection": "close"})(scope, receive, send)
             return
         if body is not None:  # None: the client went away while sending it
             await self.app(scope, _replay(body, receive), send)
@@ -73,14 +80,27 @@ class RequestGuard:
             raise APIError(message, status=401, code="invalid_api_key")
 
     async def read_body(self, headers: Headers, receive: Receive) -> bytes | None:
-        """The whole body, at most ``max_body_bytes`` of it (413 beyond); ``None`` if the client went away."""
+        """The whole body, at most ``max_body_bytes`` of it (413 beyond), within ``body_timeout`` (408 beyond).
+
+        ``None`` if the client went away.
+        """
         limit = self.settings.max_body_bytes
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise _too_large(limit, f"Content-Length is {length}")
+        timeout = self.settings.body_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except asyncio.TimeoutError:
+                raise APIError(
+                    f"the request body did not arrive within {timeout:g} s of the headers "
+                    f"({size} bytes came; serve --body-timeout)",
+                    status=408,
+                    code="request_timeout",
+                ) from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")

@@ -163,7 +163,7 @@ _ERRORS = {
     403: "The `Host` header names a host this server does not answer to.",
     404: "No such model (or route).",
     413: "The request body is larger than the server accepts.",
-    "4XX": "Any other client error (405: a method the route does not take).",
+    "4XX": "Any other client error (405: a method the route does not take; 408: the body came too slowly).",
 }
 _STREAM = {
     "schema": {

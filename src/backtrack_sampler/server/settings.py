@@ -6,10 +6,17 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
-from backtrack_sampler.core.checks import check_int, check_optional_int
+from backtrack_sampler.core.checks import check_int, check_number, check_optional_int
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 """The names of this machine a local client sends in ``Host``; the default of ``allowed_hosts``."""
+
+# The bounds of the HTTP layer under the app (``http11``; ``serve`` flags); the app's own are ``ServerSettings``.
+DEFAULT_HEADER_TIMEOUT = 10.0
+"""Seconds a client has to send a request's head (request line and headers): ``serve --header-timeout``."""
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+"""The largest head (request line and headers together), in bytes (h11's default): ``serve --max-header-bytes``."""
+MIN_HEADER_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class ServerSettings:
             (a request that gives none gets 16, or this limit when lower).
         max_body_bytes: the largest request body, in bytes; a larger one is answered 413 before it is
             parsed.
+        body_timeout: the most seconds a client may take to send a request's body, counted from the
+            end of its headers; a slower one is answered 408 and the connection closed.
     """
 
     model_name: str
@@ -54,6 +63,7 @@ class ServerSettings:
     max_rewinds_limit: int = field(default=1024, metadata={"minimum": 0})
     rewinds_per_position_limit: int = field(default=64, metadata={"minimum": 0})
     max_body_bytes: int = field(default=4 * 1024 * 1024, metadata={"minimum": 1024})
+    body_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str) or not self.model_name:
@@ -70,6 +80,7 @@ class ServerSettings:
         for name in ("max_bans", "max_logprobs", "max_stop", "max_rewinds_limit", "rewinds_per_position_limit"):
             check_int(name, getattr(self, name))
         check_int("max_body_bytes", self.max_body_bytes, low=1024)
+        check_number("body_timeout", self.body_timeout, low=0, low_open=True)
 
     def host_allowed(self, host: str) -> bool:
         """Whether a request whose ``Host`` header is ``host`` (port included or not) may be served."""
