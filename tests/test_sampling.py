@@ -136,9 +136,30 @@ def reference_top_p(logits, params, rng):
     if params.min_p:
         kept = probs >= params.min_p * np.max(probs)
         candidates, probs = candidates[kept], probs[kept]
+    by_id = np.argsort(candidates)  # the draw walks the kept candidates in token-id order
+    candidates, probs = candidates[by_id], probs[by_id]
     cumulative = np.cumsum(probs)
     draw = rng.random() * cumulative[-1]
     return int(candidates[min(int(np.searchsorted(cumulative, draw, side="right")), probs.shape[0] - 1)])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0.8, top_k=0, top_p=0.9),
+        SamplingParams(temperature=0.8, top_k=3),
+        SamplingParams(temperature=1.0, top_k=0, top_p=0.95, min_p=0.05),
+    ],
+    ids=["top_p", "top_k", "top_p+min_p"],
+)
+def test_rounding_that_reorders_near_tied_logits_changes_no_draw(params):
+    # Two tokens tied at the top; another CPU's kernels (or a batched decode) may round one of them up.
+    logits = np.array([0.5, 2.0, -1.0, 2.0, 1.0, -3.0], dtype=np.float32)
+    rounded = logits.copy()
+    rounded[3] += 1e-5
+    for seed in range(300):
+        draws = [sample_token(x, params, np.random.default_rng(seed)) for x in (logits, rounded)]
+        assert draws[0] == draws[1], (seed, draws)
 
 
 @pytest.mark.parametrize("vocab", [7, 300, 49152])

@@ -7,7 +7,12 @@ The pipeline, in the order the code runs it:
 3. Softmax of the kept logits divided by ``temperature``.
 4. ``top_p``: keep the smallest set of candidates whose mass reaches top_p.
 5. ``min_p``: drop candidates whose probability is below min_p times the best.
-6. Draw one candidate with the run's random generator.
+6. Draw one candidate with the run's random generator, walking the kept
+   candidates in token-id order. The order does not depend on the logits'
+   values, so logits that differ by rounding (another CPU's kernels, a
+   batched decode) give another token only where the draw falls within that
+   rounding of a boundary between two tokens, never because two near-equal
+   candidates swapped places.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
         return int(np.argmax(logits))
     k = params.top_k
     if 0 < k < logits.shape[0]:
-        candidates = np.argpartition(logits, -k)[-k:]
+        candidates = np.sort(np.argpartition(logits, -k)[-k:])
     else:
         candidates = np.arange(logits.shape[0])
     scores = logits[candidates].astype(np.float64)
@@ -107,7 +112,8 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     weights = np.exp((scores - np.max(scores)) / params.temperature)
     if nucleus:
         order, probs = _nucleus(scores, weights, params.top_p)
-        candidates = candidates[order]
+        by_id = np.argsort(candidates[order])  # step 6 walks them in token-id order
+        candidates, probs = candidates[order][by_id], probs[by_id]
     else:
         probs = weights / weights.sum()
     if params.min_p:
