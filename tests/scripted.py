@@ -54,12 +54,19 @@ def random_provider(
     scale: float = 2.0,
     eos_bias: float = -1.0,
     context_length: int | None = 4096,
+    bias: Mapping[str, float] | None = None,
 ) -> ScriptedProvider:
-    """Logits drawn from a generator seeded by (seed, tokens): a deterministic function of the tokens."""
+    """Logits drawn from a generator seeded by (seed, tokens): a deterministic function of the tokens.
+
+    ``bias`` adds to the logits of the tokens it names (token text -> amount).
+    """
     eos = vocab.index(EOS)
+    shift = np.zeros(len(vocab))
+    for text, amount in (bias or {}).items():
+        shift[vocab.index(text)] += amount
 
     def next_logits(tokens: list[int]) -> np.ndarray:
-        logits = np.random.default_rng([seed, *tokens]).normal(0.0, scale, len(vocab))
+        logits = np.random.default_rng([seed, *tokens]).normal(0.0, scale, len(vocab)) + shift
         logits[eos] += eos_bias
         return logits
 

@@ -289,6 +289,13 @@ def test_mask_equals_brute_force_on_random_vocabularies(vocab, doc, cut):
     mask = JsonTokenMask(texts, [0])
     state, _ = advance(initial_state(), doc[:cut])
     assert np.array_equal(mask.allowed(state), brute_force_mask(texts, [0], state))
+    costs = mask.closing_costs(state)
+    allowed = mask.allowed(state)
+    expected = {t: len(completion(advance(state, texts[t])[0])) if t else 0 for t in np.flatnonzero(allowed)}
+    assert costs.most == max(expected.values(), default=0)
+    for budget in range(-1, 8):
+        over = costs.over(allowed, budget)
+        assert {int(t) for t in np.flatnonzero(over)} == {t for t, cost in expected.items() if cost > budget}
 
 
 def random_runs(vocab, prefilter, seeds=range(40)):
@@ -306,15 +313,57 @@ def test_random_models_only_ever_produce_json(prefilter):
     for events in random_runs(vocab, prefilter):
         finish = check_stream(events)
         assert not of(events, RewindRefusedEvent)
-        state, n = advance(initial_state(), finish.text)
-        assert n == len(finish.text)
-        if finish.reason == "length":
-            loads_strict(finish.text + completion(state))
-        else:
-            assert finish.reason in ("stop", "eos")
-            loads_strict(finish.text)
+        assert advance(initial_state(), finish.text)[1] == len(finish.text)
+        loads_strict(finish.text)  # the limit (30 tokens) closes what is open
+        assert finish.reason in ("stop", "eos", "length")
         if prefilter:
             assert not of(events, RewindEvent)
+
+
+OPENERS = {"{": 3.0, "[": 3.0, '"Tom': 3.0, '"age": ': 2.0, ",": 2.0, "\\": 1.0, "-": 1.0}
+
+
+def closed_runs(vocab, prefilter, limits, seeds):
+    """``(limit, events)`` of random models over ``vocab`` asked for JSON within ``limit`` tokens."""
+    for limit in limits:
+        for seed in seeds:
+            provider = random_provider(vocab, seed=seed, eos_bias=-3.0, bias=OPENERS)  # nests deep, rarely ends
+            budget = RewindBudget(per_position=len(vocab), per_generation=100_000)
+            sampler = BacktrackSampler(provider, JsonStrategy(provider, prefilter=prefilter), budget)
+            yield limit, run(sampler, provider.encode("Q:"), max_new_tokens=limit, seed=seed)
+
+
+@pytest.mark.parametrize("prefilter", [False, True])
+def test_the_document_is_closed_before_the_token_limit(prefilter):
+    vocab = [t for t in VOCAB if t != "Q:"] + ["l", "r", "a", "s", "Q:"]
+    closed = 0
+    for limit, events in closed_runs(vocab, prefilter, range(1, 41), range(6)):
+        finish = check_stream(events)
+        assert len(finish.tokens) <= limit
+        loads_strict(finish.text)
+        assert not of(events, RewindRefusedEvent)
+        if finish.detail.startswith("the JSON document was closed to fit"):
+            closed += 1
+            assert finish.reason == "length" and f"max_new_tokens ({limit})" in finish.detail
+        else:
+            assert finish.reason in ("stop", "eos", "length")
+        rewinds = of(events, RewindEvent)
+        if prefilter:  # the mask keeps room to close: nothing to take back
+            assert not rewinds
+        else:  # a token that leaves too little room is replaced by the closing text
+            closings = [e for e in rewinds if e.reason.startswith("closing the JSON document")]
+            assert all(e.inserted for e in closings)
+            assert len(closings) <= 1
+    assert closed >= 100  # most of the 240 runs needed the reserve
+
+
+def test_a_limit_too_small_for_the_shortest_object_ends_incomplete_and_says_length():
+    vocab = [t for t in VOCAB if t not in ("Q:", "true", "null")] + ["Q:"]  # no token spells {} whole
+    provider = random_provider(vocab, seed=0)
+    sampler = BacktrackSampler(provider, JsonStrategy(provider, root="object"))
+    finish = check_stream(run(sampler, provider.encode("Q:"), max_new_tokens=1, seed=0))
+    assert finish.reason == "length" and not finish.detail  # nothing claims it was closed
+    assert finish.text.strip() in ("", "{")  # a prefix of an object, not a whole one
 
 
 def test_a_vocabulary_that_cannot_spell_null_ends_with_a_reason_never_silently():
@@ -370,10 +419,31 @@ def test_embedded_model_asked_for_json_returns_json(provider, prefilter, seed):
     sampler = BacktrackSampler(provider, JsonStrategy(provider, prefilter=prefilter))
     result = sampler.generate_text(prompt, max_new_tokens=200, temperature=0.7, seed=seed)
     print(f"prefilter={prefilter} seed={seed} rewinds={len(result.rewinds)}: {result.text!r}")
-    value = loads_strict(result.text)
-    assert isinstance(value, dict) and value
-    assert result.finish_reason == "stop" and result.stats.rewinds_refused == 0
+    value = loads_strict(result.text)  # complete, or closed to fit the 200 tokens
+    assert isinstance(value, dict) and value and result.stats.rewinds_refused == 0
+    assert result.finish_reason == "stop" or result.finish_detail.startswith("the JSON document was closed to fit")
     if prefilter:
         assert not result.rewinds
     else:
-        assert result.rewinds and all(e.reason.startswith(("not JSON", "end of text")) for e in result.rewinds)
+        reasons = ("not JSON", "end of text", "closing the JSON document")
+        assert result.rewinds and all(e.reason.startswith(reasons) for e in result.rewinds)
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("prefilter", [True, False])
+def test_embedded_model_ends_in_json_at_every_limit_from_1_to_40_tokens(provider, prefilter):
+    prompt = provider.apply_chat_template(CAT)
+    sampler = BacktrackSampler(provider, JsonStrategy(provider, prefilter=prefilter))
+    closed = 0
+    for limit in range(1, 41):
+        result = sampler.generate_text(prompt, max_new_tokens=limit, temperature=0.7, seed=limit)
+        assert len(result.tokens) <= limit
+        loads_strict(result.text)
+        assert result.stats.rewinds_refused == 0
+        if result.finish_detail.startswith("the JSON document was closed to fit"):
+            closed += 1
+            assert result.finish_reason == "length"
+        if prefilter:
+            assert not result.rewinds
+    print(f"prefilter={prefilter}: {closed} of 40 limits closed the document early")
+    assert closed >= 30  # the model's cat object needs more than 40 tokens: nearly every limit cuts it

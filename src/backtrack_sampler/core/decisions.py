@@ -7,6 +7,7 @@ dataclasses and the engine carries it out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,25 @@ class Rewind:
 
 @dataclass(frozen=True)
 class Stop:
-    """End the generation after the token just sampled (``keep_token=True``) or before it."""
+    """End the generation after the token just sampled (``keep_token=True``) or before it.
+
+    Args:
+        reason: why, in words (the finish event's ``detail``).
+        keep_token: keep the token just sampled.
+        strategy: the name of the strategy that asked; filled in by ``ChainStrategy``.
+        finish: the finish event's ``reason``: ``"stop"``, or ``"length"`` when the
+            strategy ended early because of the token limit (JsonStrategy closing its
+            document to fit ``max_new_tokens``).
+    """
 
     reason: str = "stop"
     keep_token: bool = True
     strategy: str = ""
+    finish: Literal["stop", "length"] = "stop"
+
+    def __post_init__(self) -> None:
+        if self.finish not in ("stop", "length"):
+            raise ValueError(f"finish must be 'stop' or 'length', got {self.finish!r}")
 
 
 Decision = Continue | Rewind | Stop

@@ -51,7 +51,7 @@ from backtrack_sampler.core.base_provider import BaseProvider, GenerationSetup
 from backtrack_sampler.core.base_strategy import BaseStrategy
 from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.core.candidates import Candidates, min_p_candidates
-from backtrack_sampler.core.checks import check_optional_number, is_int
+from backtrack_sampler.core.checks import check_optional_number, is_int, surely_too_long
 from backtrack_sampler.core.context import GenerationContext, Progress
 from backtrack_sampler.core.decisions import Continue, Rewind, Stop
 from backtrack_sampler.core.events import (
@@ -80,6 +80,7 @@ class GenerationResult:
     stats: GenerationStats
     rewinds: tuple[RewindEvent, ...]
     refusals: tuple[RewindRefusedEvent, ...]
+    finish_detail: str = ""  # the FinishEvent's detail: why a strategy stopped, or what the limit did
 
 
 class BacktrackSampler:
@@ -137,7 +138,7 @@ class BacktrackSampler:
                 refusals.append(event)
             elif isinstance(event, FinishEvent):
                 return GenerationResult(
-                    event.text, event.tokens, event.reason, event.stats, tuple(rewinds), tuple(refusals)
+                    event.text, event.tokens, event.reason, event.stats, tuple(rewinds), tuple(refusals), event.detail
                 )
         raise AssertionError("a stream always ends with a FinishEvent")  # pragma: no cover
 
@@ -174,6 +175,12 @@ class BacktrackSampler:
 
     def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
+            context = self.provider.context_length
+            if context is not None and surely_too_long(prompt, context):  # refused before a long tokenization
+                raise ValueError(
+                    f"prompt has {len(prompt)} characters, far more than the {context} tokens the model's context "
+                    "holds; shorten the prompt or load the model with a larger context"
+                )
             tokens = self.provider.encode(prompt)
         elif isinstance(prompt, Sequence) and all(is_int(t) for t in prompt):
             tokens = [int(t) for t in prompt]
@@ -409,7 +416,7 @@ class _Generation:
         elif isinstance(decision, Stop):
             if not decision.keep_token:
                 self._truncate(len(self.tokens) - 1)
-            return _Finish("stop", decision.reason)
+            return _Finish(decision.finish, decision.reason)
         elif not isinstance(decision, Continue):
             raise TypeError(f"{self.strategy.name}.on_token must return Continue, Rewind or Stop, got {decision!r}")
         if token in self.provider.eos_token_ids:

@@ -14,6 +14,7 @@ from backtrack_sampler.strategy.json_prefix import (
     JsonState,
     advance,
     can_end,
+    completion,
     expected,
     explain,
     initial_state,
@@ -67,8 +68,18 @@ class JsonStrategy(BaseStrategy):
         - If the engine refuses a rewind (its budget is spent) the invalid
           token stays; the output can then never be JSON, so the strategy
           stops at the next token, saying why.
-        - Reaching ``max_new_tokens`` first ends with an incomplete document
-          (finish reason ``"length"``).
+        - The document is closed before ``max_new_tokens``: the strategy keeps
+          room to close what is open. With ``prefilter`` a token is allowed only
+          if the tokens left after it can still spell the closing text (the
+          closing quote, ``]`` and ``}``, a literal's last letters, ...,
+          one character per token), so near the limit the output closes by
+          itself; without it, a token that leaves too little room is rewound
+          and the closing text inserted in its place. A document closed this
+          way ends with finish reason ``"length"`` (the limit cut the content,
+          though the text is valid JSON) and a detail that says so. Only a
+          limit too small for the shortest document (1 token for ``root="object"``
+          where no token spells ``{}``), or a vocabulary without a one-character
+          token for a closing character, ends with an incomplete document.
 
     Args:
         provider: the provider the sampler uses (for EOS ids and token texts).
@@ -102,6 +113,7 @@ class JsonStrategy(BaseStrategy):
         self._eos = frozenset(provider.eos_token_ids)
         self._mask: JsonTokenMask | None = None
         self._states: list[JsonState] = [self._initial]  # _states[i]: the state before generated token i
+        self._closing_from: int | None = None  # the position from which the limit forced the closing
 
     @property
     def adjusts_logits(self) -> bool:
@@ -110,6 +122,7 @@ class JsonStrategy(BaseStrategy):
 
     def reset(self) -> None:
         self._states = [self._initial]
+        self._closing_from = None
 
     @property
     def token_mask(self) -> JsonTokenMask:
@@ -120,7 +133,17 @@ class JsonStrategy(BaseStrategy):
 
     def adjust_logits(self, ctx: GenerationContext, logits: np.ndarray) -> np.ndarray:
         if self.prefilter and len(self._states) == ctx.position + 1:
-            np.copyto(logits, -np.inf, where=~self.token_mask.allowed(self._states[-1]))
+            state = self._states[-1]
+            allowed = self.token_mask.allowed(state)
+            left = ctx.max_new_tokens - ctx.position - 1  # tokens after this one
+            costs = self.token_mask.closing_costs(state)
+            if ctx.max_new_tokens and costs.most > left:  # keep only tokens that leave room to close
+                fits = allowed & ~costs.over(allowed, left)
+                if fits.any():
+                    allowed = fits
+                    if len(completion(state)) > left and self._closing_from is None:
+                        self._closing_from = ctx.position
+            np.copyto(logits, -np.inf, where=~allowed)
         return logits
 
     def on_token(self, ctx: GenerationContext, token: int) -> Decision:
@@ -155,8 +178,13 @@ class JsonStrategy(BaseStrategy):
                 ban=(token,),
                 reason=f"not JSON at character {ctx.n_chars}: a non-ASCII character outside a string",
             )
+        closing = self._close_in_time(ctx, position, state, following, text)
+        if closing is not None:
+            return closing
         if following.mode == DONE and self.stop_when_complete:
             self._states.append(following)
+            if self._closing_from is not None:
+                return Stop(self._closed_detail(ctx, self._closing_from), finish="length")
             return Stop("the JSON document is complete")
         if self.prefilter and not self.token_mask.allowed(following).any():
             return Rewind(
@@ -168,5 +196,31 @@ class JsonStrategy(BaseStrategy):
         self._states.append(following)
         return CONTINUE
 
+    def _close_in_time(
+        self, ctx: GenerationContext, position: int, state: JsonState, following: JsonState, text: str
+    ) -> Decision | None:
+        """A token that leaves more to close than tokens are left: end before it, or close in its place."""
+        left = ctx.max_new_tokens - position - 1
+        if ctx.max_new_tokens and len(completion(following)) > left:
+            closing = self.token_mask.spell(completion(state))
+            if closing == ():  # complete before this token (a top-level number): end there
+                return Stop(self._closed_detail(ctx, position), keep_token=False, finish="length")
+            if closing is not None and len(closing) <= left + 1:
+                if self._closing_from is None:
+                    self._closing_from = position
+                return Rewind(
+                    position,
+                    insert=closing,
+                    reason=f"closing the JSON document to fit max_new_tokens ({ctx.max_new_tokens}): "
+                    f"{text!r} would leave {len(completion(following))} characters to close in {left} tokens",
+                )
+        return None
+
+    @staticmethod
+    def _closed_detail(ctx: GenerationContext, position: int) -> str:
+        return f"the JSON document was closed to fit max_new_tokens ({ctx.max_new_tokens}) from token {position} on"
+
     def on_rewind(self, ctx: GenerationContext, position: int) -> None:
         del self._states[position + 1 :]
+        if self._closing_from is not None and self._closing_from > position:
+            self._closing_from = None
