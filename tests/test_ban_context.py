@@ -561,19 +561,22 @@ def test_real_model_keeps_the_word_the_prompt_asks_about(provider):
 
 @pytest.mark.llamacpp
 @pytest.mark.parametrize(
-    ("prompt", "word", "banned_in"),
+    ("prompt", "banned_in"),
     [
-        (SKY, "atmosphere", "think"),  # the prompt opened <think>: the output is reasoning
-        (SKY + "Light scatters in the air.\n</think>\n", "Rayleigh", "answer"),  # closed: the output is the answer
+        (SKY, "think"),  # the prompt opened <think>: the output is reasoning
+        (SKY + "Light scatters in the air.\n</think>\n", "answer"),  # closed: the output is the answer
     ],
     ids=["inside-think", "after-think"],
 )
-def test_real_model_bans_only_in_scope(provider, prompt, word, banned_in):
+def test_real_model_bans_only_in_scope(provider, prompt, banned_in):
     plain = greedy(provider, prompt)
-    assert word in plain.text  # greedy writes it
+    # The ban: a word the control run (no ban) writes, in the scope it is written in, whatever this CPU picked.
+    words = re.findall(r"[A-Za-z]{5,}", plain.text.split("</think>")[0])
+    assert words, plain.text
+    word = words[0]
     for scope in ("think", "answer"):
         result = greedy(provider, prompt, AntiSlopStrategy(provider, [word], scope=scope))
         if scope == banned_in:
-            assert word.lower() not in result.text.lower() and result.rewinds, scope
+            assert not re.search(rf"(?i)(?<!\w){word}(?!\w)", result.text) and result.rewinds, (scope, word)
         else:
-            assert result.text == plain.text and not result.rewinds, scope
+            assert result.text == plain.text and not result.rewinds, (scope, word)

@@ -25,6 +25,7 @@ from backtrack_sampler.batch import (
 )
 from backtrack_sampler.cli import main
 from backtrack_sampler.core.base_provider import BaseProvider
+from near_tie import Tracer, assert_same_or_near_tie
 from scripted import EOS, text_provider
 
 VOCAB = [EOS, "a", "b", "c", " ", "."]
@@ -369,7 +370,9 @@ def comparable(record: dict) -> dict:
 
 @pytest.mark.llamacpp
 @pytest.mark.parametrize("sampling", [["--temperature", "0"], ["--temperature", "0.8", "--seed", "5"]])
-def test_local_concurrency_gives_each_line_the_result_it_gets_alone(tmp_path, smollm_path, capsys, sampling):
+def test_local_concurrency_gives_each_line_the_result_it_gets_alone(
+    tmp_path, smollm_path, capsys, sampling, monkeypatch
+):
     # No two prompts share a prefix: llama.cpp's logits depend on how tokens are grouped into decodes, so a
     # prompt reusing another's cached prefix could flip a near-tie (see test_async_sampler).
     starts = ["Once upon a time, a dragon", "In the old library", "Dragons and books", "My story:", "Books", "Deep"]
@@ -379,24 +382,43 @@ def test_local_concurrency_gives_each_line_the_result_it_gets_alone(tmp_path, sm
     lines.insert(3, {"id": "bad", "prompt": "x", "top_p": 2})
     lines.insert(5, "not json")
     source = write_lines(tmp_path / "in.jsonl", lines)
-    results = {}
-    for concurrency in ("1", "4"):
-        out, pairs = tmp_path / f"out{concurrency}.jsonl", tmp_path / f"pairs{concurrency}.jsonl"
+    tracer = Tracer().install(monkeypatch)
+
+    def run_batch(phase: str, concurrency: str, bans: list[str]) -> tuple[list, list]:
+        tracer.phase = phase
+        out, pairs = tmp_path / f"out{phase}.jsonl", tmp_path / f"pairs{phase}.jsonl"
         args = ["batch", str(source), "-o", str(out), "--events-out", str(pairs), "--model", str(smollm_path)]
         args += ["--concurrency", concurrency, "--threads", "1", "--max-tokens", "24", *sampling]
-        args += [a for b in STORY_BANS for a in ("--ban", b)]
+        args += [a for b in bans for a in ("--ban", b)]
         assert main(args) == 0, capsys.readouterr().err
         assert f"[batch] {len(lines)}/{len(lines)} done" in capsys.readouterr().err
         records = sorted((comparable(r) for r in read_records(out)), key=lambda r: r["line"])
-        results[concurrency] = (
-            records,
-            sorted(read_records(pairs), key=lambda p: (p["line"], p["metadata"]["rewind_index"])),
-        )
+        return records, sorted(read_records(pairs), key=lambda p: (p["line"], p["metadata"]["rewind_index"]))
+
+    # The bans: a word of each text that a control run without bans wrote, so they fire on any CPU.
+    control, _ = run_batch("control", "1", [])
+    bans = sorted({w for r in control if "text" in r for w in re.findall(r"[A-Za-z]{5,}", r["text"])[:1]})
+    assert bans, control
+    results = {concurrency: run_batch(concurrency, concurrency, bans) for concurrency in ("1", "4")}
     records, pairs = results["1"]
     assert [r["line"] for r in records] == list(range(1, len(lines) + 1))  # one record per line
     assert [r["error"]["type"] for r in records if "error" in r] == ["invalid_params", "invalid_line"]
     assert sum(r["stats"]["rewinds"] for r in records if "error" not in r) > 0  # the bans were at work
-    assert results["4"] == results["1"]
+    banned = re.compile("|".join(rf"(?<!\w){b}(?!\w)" for b in bans), re.IGNORECASE)
+    parted = set()
+    for alone, together in zip(records, results["4"][0], strict=True):
+        if "text" not in alone:
+            assert together == alone
+            continue
+        assert not banned.search(alone["text"]) and not banned.search(together["text"])
+        line = lines[alone["line"] - 1]
+        traces = (tracer.traces[tracer.key_of(c, line["prompt"])] for c in ("1", "4"))
+        # Equal to the line run alone, or parted where rounding decides between two nearly tied tokens.
+        if assert_same_or_near_tie(*traces, line, greedy=sampling[1] == "0") is None:
+            assert together == alone
+        else:
+            parted.add(alone["line"])
+    assert [p for p in results["4"][1] if p["line"] not in parted] == [p for p in pairs if p["line"] not in parted]
 
 
 def test_slop_files_and_bans_merge_later_sources_winning(tmp_path):

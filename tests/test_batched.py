@@ -14,7 +14,6 @@ import re
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from backtrack_sampler import (
@@ -25,6 +24,7 @@ from backtrack_sampler import (
     JsonStrategy,
     TextEvent,
 )
+from near_tie import NOISE, Tracer, assert_same_or_near_tie, greedy_parting, noise
 
 pytestmark = pytest.mark.llamacpp
 
@@ -112,8 +112,11 @@ def run_streamed(batched, job, delay: float, out: dict) -> None:
     out["streamed"], out["finish"] = "".join(streamed), finish
 
 
-def test_sixteen_mixed_sequences_in_one_batch_each_equal_to_itself_alone(batched):
+def test_sixteen_mixed_sequences_in_one_batch_each_equal_to_itself_alone(batched, monkeypatch):
+    tracer = Tracer().install(monkeypatch)
+    tracer.phase = "control"
     jobs = make_jobs(batched)
+    tracer.phase = "alone"
     alone = [run_alone(batched, job) for job in jobs]
     before = batched.stats.max_sequences
     outs = [{} for _ in jobs]
@@ -122,30 +125,39 @@ def test_sixteen_mixed_sequences_in_one_batch_each_equal_to_itself_alone(batched
         threading.Thread(target=run_streamed, args=(batched, j, d, o))
         for j, d, o in zip(jobs, delays, outs, strict=True)
     ]
+    tracer.phase = "batched"
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=300)
     assert batched.stats.max_sequences >= 8 > before  # they shared decodes
-    for job, single, out in zip(jobs, alone, outs, strict=True):
+    parted = 0
+    for i, (job, single, out) in enumerate(zip(jobs, alone, outs, strict=True)):
         finish = out["finish"]
-        assert finish.tokens == single.tokens, job
+        prompt, seed = batched.vocab.encode(job["prompt"]), job["kwargs"].get("seed")
+        traces = tracer.trace("alone", prompt, seed), tracer.trace("batched", prompt, seed)
+        greedy = job["kwargs"]["temperature"] == 0 and job["strategy"] is None
+        # Equal to itself alone, or parted where rounding decides between two nearly tied tokens.
+        if assert_same_or_near_tie(*traces, f"job {i} ({job['strategy']}, {job['kwargs']})", greedy) is None:
+            assert finish.tokens == single.tokens, job
+        else:
+            parted += 1
+        for text, reason in ((single.text, single.finish_reason), (finish.text, finish.reason)):
+            if job["strategy"] and job["strategy"][0] == "antislop":
+                for word in job["strategy"][1]:
+                    assert not re.search(rf"\b{word}\b", text, re.IGNORECASE), (word, text)
+            if job["strategy"] == ("json", None):
+                json.loads(text)  # complete, or closed to fit max_new_tokens
         assert out["streamed"] == finish.text  # what the caller received is the final text
-        if job["strategy"] and job["strategy"][0] == "antislop":
-            for word in job["strategy"][1]:
-                assert not re.search(rf"\b{word}\b", finish.text, re.IGNORECASE), (word, finish.text)
+    print(f"{parted} of {len(jobs)} sequences parted from their run alone at a near-tie")
     rewinds = sum(len(single.rewinds) for job, single in zip(jobs, alone, strict=True) if job["strategy"])
     assert rewinds > 0  # the bans fired, and CreativeWriting rewound
-    for job, single in zip(jobs, alone, strict=True):
-        if job["strategy"] == ("json", None) and single.finish_reason == "stop":
-            json.loads(single.text)
 
 
 def test_greedy_tokens_and_logits_agree_with_the_single_sequence_provider(batched, llm):
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
     single = LlamacppProvider(llm)
-    agreed = total = 0
     for topic in TOPICS[:4]:
         prompt = chat(batched, f"Write a story about {topic}.")
         tokens = single.encode(prompt)
@@ -153,14 +165,12 @@ def test_greedy_tokens_and_logits_agree_with_the_single_sequence_provider(batche
         provider = batched.provider()
         mine = provider.prefill(tokens)
         provider.release()
-        assert np.max(np.abs(mine - reference)) < 0.05 * max(1.0, float(np.max(np.abs(reference))))
+        print(f"{topic}: prompt logits differ by at most {noise(mine, reference):.4f}")
+        assert noise(mine, reference) <= NOISE
         a = BacktrackSampler(single).generate_text(prompt, max_new_tokens=32, temperature=0).tokens
         b = run_alone(batched, {"prompt": prompt, "strategy": None, "kwargs": {"max_new_tokens": 32, "temperature": 0}})
-        n = min(len(a), len(b.tokens))
-        same = next((i for i in range(n) if a[i] != b.tokens[i]), n)
-        agreed, total = agreed + same, total + n
-    print(f"greedy tokens agreeing with LlamacppProvider before the first difference: {agreed}/{total}")
-    assert agreed >= 0.75 * total  # batched kernels may part near-ties; most of each text must agree
+        # Batched kernels round otherwise: the texts are equal up to a near-tie, if they part at all.
+        greedy_parting(single, tokens, a, b.tokens, topic)
 
 
 def test_a_closed_stream_frees_its_slot_and_the_others_are_unaffected(batched):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from near_tie import greedy_parting
 from remote_checks import (
     banned_phrase_pattern,
     check_antislop_leaves_no_banned_phrase,
@@ -114,4 +115,5 @@ def test_sequences_taking_turns_on_the_server_each_equal_the_local_greedy(remote
     for prompt, result in zip(prompts, results, strict=True):
         assert not isinstance(result, BaseException), result
         expected = BacktrackSampler(provider).generate_text(prompt, max_new_tokens=16, temperature=0)
-        assert result.tokens == expected.tokens, prompt
+        # Re-evaluated after each switch, a position may round otherwise: equal up to a near-tie, if they part.
+        greedy_parting(provider, provider.encode(prompt), expected.tokens, result.tokens, prompt[-40:])
