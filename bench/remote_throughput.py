@@ -29,6 +29,10 @@ the time than when all start and end together. ``--block-size`` sets vLLM's KV
 block (its CPU build's default of 128 positions leaves these short prompts out
 of its prefix cache).
 
+The server and every process it starts (vLLM's engine) end with this script,
+whatever ends it: SIGTERM (``timeout``), SIGHUP, Ctrl-C or SIGKILL
+(``tests/process_tree.py``).
+
     python bench/remote_throughput.py --server ours
     python bench/remote_throughput.py --server vllm
 """
@@ -37,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +57,9 @@ from backtrack_sampler.models import default_model_path
 from backtrack_sampler.provider.remote import OpenAICompatibleProvider
 from backtrack_sampler.provider.remote.capability import PositionRulesSupport
 from common import machine, median, table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import process_tree  # the servers' whole process trees end with this script, as the tests' vLLM does
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = ["a lighthouse", "a lost key", "the first snow", "a night train", "an old violin", "a desert well"]
@@ -94,19 +100,23 @@ def start_server(kind: str, plugin: bool = True, block_size: int | None = None) 
             command += ["--logits-processors", "backtrack_sampler.vllm_plugin:PositionBans"]
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     log = open(tempfile.mkstemp(prefix=f"{kind}-server-", suffix=".log")[1], "wb")  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = process_tree.start(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"the server exited ({process.returncode}); see {log.name}")
-        try:
-            if httpx.get(url + "/models", timeout=2).status_code == 200:
-                return process, url, "smollm2"
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    process.kill()
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                sys.exit(f"the server exited ({process.returncode}); see {log.name}")
+            try:
+                if httpx.get(url + "/models", timeout=2).status_code == 200:
+                    return process, url, "smollm2"
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+    except BaseException:  # a signal (process_tree.Stopped), Ctrl-C
+        process_tree.stop(process)
+        raise
+    process_tree.stop(process)
     sys.exit(f"the server was not ready in 600 s; see {log.name}")
 
 
@@ -317,15 +327,6 @@ def row(k: int, label: str, rounds: list[dict], raw_requests: int) -> list:
 
 
 def main() -> None:
-    servers: list[subprocess.Popen] = []
-
-    def stop(*_: object) -> None:
-        # Killed (e.g. by timeout): the worker threads may wait on the server, so do not wait for them.
-        for server in servers:
-            server.kill()
-        os._exit(143)
-
-    signal.signal(signal.SIGTERM, stop)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", choices=("ours", "vllm"), default="ours")
     parser.add_argument("--url", help="use this running server instead (with --model)")
@@ -351,7 +352,6 @@ def main() -> None:
         url, model, label = args.url, args.model, args.url
     else:
         process, url, model = start_server(args.server, plugin=not args.no_plugin, block_size=args.block_size)
-        servers.append(process)
         label = {"ours": "backtrack-sampler serve (llama.cpp)", "vllm": "vLLM CPU (bfloat16)"}[args.server]
     try:
         base = OpenAICompatibleProvider(
@@ -390,13 +390,15 @@ def main() -> None:
         print(table(header, rows))
     finally:
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:  # a server still draining connections
-                process.kill()
-                process.wait(15)
+            process_tree.stop(process)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        with process_tree.exit_on_signals():  # SIGTERM (timeout) and SIGHUP: main's finally stops the server
+            main()
+    except (process_tree.Stopped, KeyboardInterrupt) as stopped:
+        # The server is stopped; the worker threads may still wait on it: exit without waiting for them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stopped.code if isinstance(stopped, process_tree.Stopped) else 130)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+import process_tree
+
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_ENV = "BACKTRACK_VLLM_PYTHON"
 VLLM_MODEL_NAME = "smollm2"
@@ -59,7 +61,9 @@ def vllm_server(
     float32 (not bfloat16) so that a position computed in a prefill and the
     same position computed in a decode step pick the same argmax: the greedy
     comparisons are then exact. With ``plugin``, vLLM loads our logits
-    processor (``VLLM_PLUGIN``) from this checkout's ``src/``.
+    processor (``VLLM_PLUGIN``) from this checkout's ``src/``. vLLM's processes
+    end when this ends, or when this process does, by any signal
+    (``process_tree``).
     """
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
@@ -73,18 +77,13 @@ def vllm_server(
     if plugin:
         command += ["--logits-processors", VLLM_PLUGIN]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with log.open("wb") as out:  # vLLM and its engine, ended with this process whatever ends it (process_tree)
+        process = process_tree.start(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         wait_ready(f"http://127.0.0.1:{port}/v1/models", timeout, process, log)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
+        process_tree.stop(process)
         log.unlink(missing_ok=True)
 
 
