@@ -77,3 +77,17 @@ def describe_interval(low: float | None, high: float | None, low_open: bool = Fa
     if high is not None:
         return f"a finite number {'<' if high_open else '<='} {high:g}"
     return "a finite number"
+
+
+MAX_CHARS_PER_TOKEN = 32
+"""No tokenizer packs more characters than this into a token on ordinary text: a prompt of more
+characters than this many per token a model may read is refused before it is tokenized."""
+
+
+def surely_too_long(text: str, max_tokens: int) -> bool:
+    """Whether ``text`` cannot fit in ``max_tokens`` tokens, known without tokenizing it (``MAX_CHARS_PER_TOKEN``).
+
+    Tokenizing takes time in proportion to the text (seconds for megabytes):
+    the engine and the server check this first.
+    """
+    return len(text) > MAX_CHARS_PER_TOKEN * max_tokens
