@@ -359,3 +359,23 @@ def test_remote_and_batch_modules_import_no_backend():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+class RawUnicodeEngine(FakeEngine):
+    """Streams JSON as vLLM and this package's server write it: non-ASCII raw, U+2028, U+2029 and U+0085 included."""
+
+    def _sse(self, steps, index: int):
+        for chunk in super()._sse(steps, index):
+            if chunk.startswith(b"data: {"):
+                payload = json.loads(chunk[len(b"data: ") :])
+                payload["choices"][0]["text"] += "\u2028\u2029\u0085"
+                chunk = f"data: {json.dumps(payload, ensure_ascii=False)}\r\n\r\n".encode()
+            yield chunk
+
+
+def test_a_stream_holding_unicode_line_separators_is_read_line_by_line_at_line_feeds():
+    # httpx's iter_lines splits at U+2028 too (as str.splitlines does): each chunk would be cut in two.
+    engine = RawUnicodeEngine()
+    finish = generate(remote(engine, mode="chunk"))
+    assert finish.text == generate(local_model()).text
+    assert any(b.get("stream") for b in engine.bodies)

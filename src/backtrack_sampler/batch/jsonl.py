@@ -1,8 +1,10 @@
 """Crash-safe JSONL files: whole lines appended with ``fsync`` (``JsonlAppender``), a partial last line cut off.
 
-Every ``OSError`` (a read-only file system, a full disk, a directory where a
-file was expected) becomes a ``BatchError`` that names the file; a file that
-this command did not write is refused before anything in it changes.
+Every ``OSError`` (a read-only file system, a full disk, a directory or a
+device where a file was expected) becomes a ``BatchError`` that names the file;
+a file that this command did not write is refused before anything in it
+changes. Only regular files are opened (``/dev/full`` would be read forever),
+and they are read a line at a time (``core.text_files``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_sampler.batch.errors import BatchError
+from backtrack_sampler.core.text_files import open_regular, read_lines
 
 
 @contextmanager
@@ -32,7 +35,7 @@ class JsonlAppender:
     def __init__(self, path: Path) -> None:
         self.path = path
         with _file_errors(path, "write"):
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def append(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
@@ -61,25 +64,30 @@ def recover_jsonl(path: Path, required: Sequence[str] = ()) -> list[dict[str, An
             ``required`` keys, or a last line that is not the start of one);
             the file is left as it was.
     """
+    records, tail = [], None
     with _file_errors(path, "read"):
-        if not path.exists():
+        try:
+            for line in read_lines(path):  # a line at a time: the file may be large
+                if not line.ended:
+                    tail = line
+                    break
+                record = _record(path, line.number, line.data, required)
+                if record is not None:
+                    records.append(record)
+        except FileNotFoundError:
             return []
-        data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    records = [_record(path, number, raw, required) for number, raw in enumerate(data[:end].splitlines(), 1)]
-    tail = data[end:]
-    if tail:
-        if tail.strip() and not tail.lstrip().startswith(b"{"):  # not a record cut short: someone else's text
-            number = data[:end].count(b"\n") + 1
-            raise BatchError(f"{path}: line {number} is not JSON; the file was not written by this command", path=path)
+    if tail is not None:
+        if tail.data.strip() and not tail.data.lstrip().startswith(b"{"):  # not a record cut short: someone's text
+            message = f"{path}: line {tail.number} is not JSON; the file was not written by this command"
+            raise BatchError(message, path=path)
         with _file_errors(path, "repair"):
-            fd = os.open(path, os.O_WRONLY)
+            fd = open_regular(path, os.O_WRONLY)
             try:
-                os.ftruncate(fd, end)
+                os.ftruncate(fd, tail.offset)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    return [record for record in records if record is not None]
+    return records
 
 
 def _record(path: Path, number: int, raw: bytes, required: Sequence[str]) -> dict[str, Any] | None:
@@ -108,7 +116,7 @@ def rewrite_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
     with _file_errors(path, "write"):
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = open_regular(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
                 view = memoryview(data)
                 while view:

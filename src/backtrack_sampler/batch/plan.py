@@ -15,6 +15,7 @@ from typing import Any
 from backtrack_sampler.batch.errors import LINE_ERRORS, BatchError, LineError, error_record
 from backtrack_sampler.batch.jsonl import recover_jsonl, rewrite_jsonl
 from backtrack_sampler.batch.lines import BatchDefaults, Job, make_job, read_line
+from backtrack_sampler.core.text_files import read_lines
 
 # Keys every output record has (results and error records), and every preference pair.
 OUTPUT_KEYS = ("id", "line")
@@ -44,12 +45,7 @@ def record_key(record: dict[str, Any]) -> Key:
 
 def plan_batch(input_path: Path, output_path: Path, defaults: BatchDefaults, events_path: Path | None = None) -> Plan:
     """Read what is done, repair the output files, and list what is left to do."""
-    try:
-        lines = input_path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise BatchError(f"cannot read {str(input_path)!r}: {exc.strerror or exc}", path=input_path) from None
-    except UnicodeDecodeError as exc:
-        raise BatchError(f"{input_path}: not UTF-8 text ({exc.reason} at byte {exc.start})", path=input_path) from None
+    lines = _input_lines(input_path)
     done = {record_key(r) for r in recover_jsonl(output_path, OUTPUT_KEYS)}
     if events_path is not None:
         pairs = recover_jsonl(events_path, PAIR_KEYS)
@@ -58,11 +54,26 @@ def plan_batch(input_path: Path, output_path: Path, defaults: BatchDefaults, eve
             rewrite_jsonl(events_path, kept)
     plan = Plan()
     first_line: dict[str, int] = {}  # id (as JSON) -> the line where it first appears
-    for number, text in enumerate(lines, 1):
+    for number, text in lines:
         if text.strip():
             plan.total += 1
             _plan_line(plan, done, first_line, text, number, defaults)
     return plan
+
+
+def _input_lines(path: Path) -> list[tuple[int, str]]:
+    """The numbered lines of the input, split at line feeds only (``core.text_files``), all read before any run."""
+    lines = []
+    try:
+        for line in read_lines(path):
+            try:
+                lines.append((line.number, line.text()))
+            except UnicodeDecodeError as exc:
+                at = line.offset + exc.start
+                raise BatchError(f"{path}: not UTF-8 text ({exc.reason} at byte {at})", path=path) from None
+    except OSError as exc:
+        raise BatchError(f"cannot read {str(path)!r}: {exc.strerror or exc}", path=path) from None
+    return lines
 
 
 def _plan_line(

@@ -23,6 +23,7 @@ from backtrack_sampler.batch.progress import Progress
 from backtrack_sampler.concurrency import WorkerThreads
 from backtrack_sampler.core.base_provider import BaseProvider
 from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.core.text_files import open_binary
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def _worker(
 def _check_events_kind(path: Path, ftpo: bool) -> None:
     """Refuse to append FTPO records to a file of DPO pairs, or the reverse (its first whole line tells)."""
     try:
-        with path.open("rb") as file:
+        with open_binary(path) as file:  # a regular file only: /dev/zero has no first line
             first = file.readline()
     except FileNotFoundError:
         return

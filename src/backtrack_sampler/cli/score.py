@@ -19,6 +19,7 @@ from backtrack_sampler.cli.options import (
     load_provider,
     one_line,
 )
+from backtrack_sampler.core.text_files import read_lines
 from backtrack_sampler.metrics.texts import LoadedTexts, load_texts
 
 SCORE_EXAMPLES = """\
@@ -87,20 +88,21 @@ def _names(paths: list[Path]) -> list[str]:
 
 def read_prompts(path: Path) -> dict[int, Any]:
     """``{line number: "prompt" text or "messages" list}`` of a batch input file."""
-    try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"argument --prompts: cannot read {str(path)!r}: {one_line(exc)}") from None
     prompts = {}
-    for number, line in enumerate(content.splitlines(), 1):
-        try:
-            data = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            continue  # a bad line of the input has an error record, not a text
-        if isinstance(data, dict):
-            prompt = data.get("prompt") if data.get("prompt") is not None else data.get("messages")
-            if prompt is not None:
-                prompts[number] = prompt
+    try:
+        for line in read_lines(path):  # numbered as batch numbers them: split at line feeds only
+            try:
+                data = json.loads(line.text()) if line.data.strip() else None
+            except json.JSONDecodeError:
+                continue  # a bad line of the input has an error record, not a text
+            if isinstance(data, dict):
+                prompt = data.get("prompt") if data.get("prompt") is not None else data.get("messages")
+                if prompt is not None:
+                    prompts[line.number] = prompt
+    except OSError as exc:
+        raise CliError(f"argument --prompts: cannot read {str(path)!r}: {exc.strerror or one_line(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"argument --prompts: cannot read {str(path)!r}: {one_line(exc)}") from None
     return prompts
 
 

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from backtrack_sampler.core.text_files import read_lines, read_text
+
 
 @dataclass(frozen=True)
 class LoadedTexts:
@@ -39,13 +41,13 @@ def load_texts(path: str | os.PathLike[str]) -> LoadedTexts:
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.txt") if p.is_file())
+        files = sorted(p for p in path.glob("*.txt") if p.is_file())  # regular files only
         if not files:
             raise ValueError(f"{str(path)!r} is a folder with no .txt file in it")
         loaded = LoadedTexts(tuple(_read(p) for p in files))
     elif path.exists():
-        content = _read(path)
-        loaded = _results(content, path) if content.lstrip().startswith("{") else LoadedTexts((content,))
+        content = _read(path)  # refuses a device, a FIFO, a socket
+        loaded = _results(path) if content.lstrip().startswith("{") else LoadedTexts((content,))
     else:
         raise ValueError(f"file not found: {str(path)!r}")
     if not any(text.strip() for text in loaded.texts):
@@ -55,7 +57,7 @@ def load_texts(path: str | os.PathLike[str]) -> LoadedTexts:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path)
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"{str(path)!r} is neither batch results (JSONL) nor UTF-8 text ({exc.reason} at byte {exc.start})"
@@ -64,24 +66,35 @@ def _read(path: Path) -> str:
         raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
 
 
-def _results(content: str, path: Path) -> LoadedTexts:
-    """The texts of the result records of a ``batch`` output file."""
+def _results(path: Path) -> LoadedTexts:
+    """The texts of the result records of a ``batch`` output file (read again, a line at a time)."""
     texts, lines, skipped = [], [], 0
-    for number, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{str(path)!r} line {number} is not JSON ({exc.msg}): not batch results") from None
-        if isinstance(record, dict) and "error" in record:
-            skipped += 1
-        elif isinstance(record, dict) and isinstance(record.get("text"), str):
-            texts.append(record["text"])
-            line_number = record.get("line")
-            lines.append(line_number if isinstance(line_number, int) else None)
-        else:
-            raise ValueError(f'{str(path)!r} line {number} has no "text" string: not batch results')
+    try:
+        for line in read_lines(path):
+            record = _record(line.text(), line.number, path)  # UTF-8: ``_read`` checked it
+            if record is None:
+                continue
+            if "error" in record:
+                skipped += 1
+            else:
+                texts.append(record["text"])
+                line_number = record.get("line")
+                lines.append(line_number if isinstance(line_number, int) else None)
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     if not texts:
         raise ValueError(f"{str(path)!r} holds no result with a text ({skipped} error records)")
     return LoadedTexts(tuple(texts), tuple(lines), skipped)
+
+
+def _record(text: str, number: int, path: Path) -> dict | None:
+    """The record on line ``number``: an error record or one with a ``"text"``; ``None`` for a blank line."""
+    if not text.strip():
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} line {number} is not JSON ({exc.msg}): not batch results") from None
+    if not isinstance(record, dict) or ("error" not in record and not isinstance(record.get("text"), str)):
+        raise ValueError(f'{str(path)!r} line {number} has no "text" string: not batch results')
+    return record

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backtrack_sampler.core.checks import is_number
+from backtrack_sampler.core.text_files import read_lines, read_text
 
 MAX_PATTERN_LENGTH = 1000
 """Default limit on the length of a regex ban, so a client cannot send a huge pattern."""
@@ -132,18 +133,26 @@ def load_ban_list(path: str | os.PathLike[str]) -> list[BanPhrase]:
     """
     path = Path(path)
     try:
-        content = path.read_text(encoding="utf-8")
-    except OSError as exc:
+        if path.suffix.lower() == ".json":
+            return _from_json(read_text(path), path)
+        return _from_lines(path)
+    except OSError as exc:  # NotRegularFileError too: a directory or a device is no ban list
         raise ValueError(f"cannot read the ban list {str(path)!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: the ban list is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if path.suffix.lower() == ".json":
-        return _from_json(content, path)
+
+
+def _from_lines(path: Path) -> list[BanPhrase]:
+    """One phrase per line (a line ends at a line feed only: see ``core.text_files``)."""
     phrases = []
-    for line in content.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        phrases.append(BanPhrase(line))
+    for line in read_lines(path):
+        try:
+            text = line.text()
+        except UnicodeDecodeError as exc:
+            at = line.offset + exc.start
+            raise ValueError(f"{path}: the ban list is not UTF-8 text ({exc.reason} at byte {at})") from None
+        if text.strip() and not text.lstrip().startswith("#"):
+            phrases.append(BanPhrase(text))
     return phrases
 
 

@@ -358,7 +358,7 @@ class OpenAICompatibleProvider(BaseProvider):
 
     def _pieces(self, response: Any) -> Iterator[wire.Piece]:
         """The pieces of a streamed answer, counted in ``remote_tokens``."""
-        for payload in wire.sse_payloads(response.iter_lines()):
+        for payload in wire.sse_payloads(response.iter_bytes()):
             piece = wire.parse_choice(wire.first_choice(payload), self.vocab_size)
             self.remote_tokens += len(piece[0])
             yield piece

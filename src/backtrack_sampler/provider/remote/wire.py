@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from backtrack_sampler.core.sampling import SamplingParams
+from backtrack_sampler.core.text_files import split_lines
 
 BAN_BIAS = -100.0  # the strongest bias the OpenAI API (and vLLM) accepts
 TOKEN_PREFIX = "token_id:"
@@ -91,12 +92,20 @@ def sampling_fields(params: SamplingParams, rng: np.random.Generator) -> dict[st
 
 
 # -- answers ----------------------------------------------------------------------------------------
-def sse_payloads(lines: Iterable[str]) -> Iterator[Any]:
-    """The JSON payloads of server-sent events (``data: {json}`` lines), up to ``data: [DONE]``."""
-    for line in lines:
-        if not line.startswith("data:"):
+def sse_payloads(chunks: Iterable[bytes]) -> Iterator[Any]:
+    """The JSON payloads of server-sent events (``data: {json}`` lines), up to ``data: [DONE]``.
+
+    ``chunks`` is the body as it arrives (``response.iter_bytes()``); lines end
+    at line feeds only (``core.text_files.split_lines``): JSON may hold U+2028
+    and the other characters ``httpx``'s ``iter_lines`` would split at.
+    """
+    for line in split_lines(chunks):
+        if not line.data.startswith(b"data:"):
             continue
-        data = line[len("data:") :].strip()
+        try:
+            data = line.data[len(b"data:") :].decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise RemoteError(f"the server streamed something that is not UTF-8: {line.data[:200]!r}") from None
         if data == "[DONE]":
             return
         try:
