@@ -12,7 +12,6 @@ providers. The transformers backend runs one sequence at a time, loaded as
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -30,6 +29,8 @@ from backtrack_sampler.cli.options import (
     add_model_options,
     add_sampling_options,
     budget,
+    check_input_file,
+    check_output_file,
     dest,
     float_in,
     int_at_least,
@@ -68,8 +69,9 @@ no line lost, none twice. The API key comes from --api-key or ${API_KEY_ENV}.
 Exit status: 0 when every line has its record (error records for bad lines included);
 1 when a file cannot be read or written during the run, or the remote engine fails
 (what was written stays valid: run the same command again to go on); 2 on a bad
-argument (an OUTPUT that is a directory or cannot be written, ...) or a missing model
-or backend, found before anything is loaded or written; 130 when interrupted.
+argument (a file that is not a regular file, such as a directory or /dev/full, an
+OUTPUT that cannot be written, ...) or a missing model or backend, found before
+anything is loaded or written; 130 when interrupted.
 """
 
 
@@ -163,16 +165,15 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if not args.input.is_file():
-        raise CliError(f"argument INPUT: file not found: {str(args.input)!r}")
+    check_input_file("INPUT", args.input)
     paths = [args.input.resolve(), args.output.resolve()]
     if args.events_out is not None:
         paths.append(args.events_out.resolve())
     if len(set(paths)) < len(paths):
         raise CliError("argument --output: INPUT, OUTPUT and --events-out must be three different files")
-    _check_writable("--output", args.output)
+    check_output_file("--output", args.output)
     if args.events_out is not None:
-        _check_writable("--events-out", args.events_out)
+        check_output_file("--events-out", args.events_out)
     _check_events_format(args)
     _check_backend(args)
 
@@ -192,23 +193,6 @@ def _ftpo_settings(args: argparse.Namespace) -> FtpoSettings | None:
     min_p = DEFAULT_MIN_P if args.ftpo_min_p is None else args.ftpo_min_p
     max_chosen = DEFAULT_MAX_CHOSEN if args.ftpo_max_chosen is None else args.ftpo_max_chosen
     return FtpoSettings(min_p, max_chosen)
-
-
-def _check_writable(flag: str, path: Path) -> None:
-    """``path`` can be appended to (or created); nothing is created or changed by the check."""
-    if path.is_dir():
-        raise CliError(f"argument {flag}: must be a file, got the directory {str(path)!r}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise CliError(f"argument {flag}: no directory {str(parent)!r} to write {str(path)!r} in")
-    if not path.exists():
-        if not os.access(parent, os.W_OK):
-            raise CliError(f"argument {flag}: cannot create {str(path)!r}: the directory is not writable")
-        return
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
-    except OSError as exc:
-        raise CliError(f"argument {flag}: cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def _check_backend(args: argparse.Namespace) -> None:

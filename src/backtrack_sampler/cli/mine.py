@@ -8,7 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from backtrack_sampler.cli.options import CliError, int_at_least, one_line
+from backtrack_sampler.cli.options import (
+    CliError,
+    check_input_file,
+    check_output_file,
+    int_at_least,
+    one_line,
+)
 from backtrack_sampler.cli.score import read_prompts
 from backtrack_sampler.metrics.texts import load_texts
 
@@ -107,6 +113,11 @@ def run_mine(args: argparse.Namespace) -> int:
             f"argument --output: must be a .json file in an existing folder (a text list cannot hold factors), "
             f"got {str(output)!r}"
         )
+    if output is not None:
+        check_output_file("--output", output)
+    check_input_file("INPUT", args.input, folder=True)
+    if args.prompts is not None:
+        check_input_file("--prompts", args.prompts)
     try:
         frequency = wordfreq_frequency()
     except ImportError as exc:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from backtrack_sampler import models
 from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.core.text_files import open_regular, what_is_there
 from backtrack_sampler.strategy.ban_rules import BanPhrase, load_ban_list
 from backtrack_sampler.strategy.ban_scope import BanScope
 from backtrack_sampler.strategy.slop_list import default_slop_list
@@ -150,11 +151,46 @@ def ban_scope(text: str) -> BanScope:
 
 
 def model_file(text: str) -> Path:
-    """A path that exists (a model file or directory)."""
+    """A path that exists: a model file (a regular file) or directory."""
     path = Path(text).expanduser()
+    kind = what_is_there(path)
+    if kind is not None and kind != "a directory":
+        raise argparse.ArgumentTypeError(f"not a regular file ({kind}): {text!r}")
     if not path.exists():
         raise argparse.ArgumentTypeError(f"file not found: {text!r}")
     return path
+
+
+# -- file arguments: regular files only (a device never ends, a FIFO blocks) ------------------------
+def check_input_file(flag: str, path: Path, folder: bool = False) -> None:
+    """``path`` is a regular file to read (or, with ``folder``, a directory); else ``CliError`` naming both."""
+    kind = what_is_there(path)
+    if kind == "a directory" and not folder:
+        raise CliError(f"argument {flag}: is a directory, not a file: {str(path)!r}")
+    if kind is not None and kind != "a directory":
+        raise CliError(f"argument {flag}: not a regular file ({kind}): {str(path)!r}")
+    if not path.exists():
+        raise CliError(f"argument {flag}: file not found: {str(path)!r}")
+
+
+def check_output_file(flag: str, path: Path) -> None:
+    """``path`` is a regular file that can be appended to, or can be created; nothing is created or changed."""
+    kind = what_is_there(path)
+    if kind == "a directory":
+        raise CliError(f"argument {flag}: must be a file, got the directory {str(path)!r}")
+    if kind is not None:
+        raise CliError(f"argument {flag}: not a regular file ({kind}): {str(path)!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CliError(f"argument {flag}: no directory {str(parent)!r} to write {str(path)!r} in")
+    if not path.exists():
+        if not os.access(parent, os.W_OK):
+            raise CliError(f"argument {flag}: cannot create {str(path)!r}: the directory is not writable")
+        return
+    try:
+        os.close(open_regular(path, os.O_WRONLY | os.O_APPEND))
+    except OSError as exc:
+        raise CliError(f"argument {flag}: cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
 # -- helpers of the parsed arguments --------------------------------------------------------------

@@ -16,6 +16,8 @@ from backtrack_sampler.cli.options import (
     CliError,
     add_model_options,
     ban_file,
+    check_input_file,
+    check_output_file,
     load_provider,
     one_line,
 )
@@ -74,6 +76,7 @@ def add_score_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _load(path: Path, argument: str) -> LoadedTexts:
+    check_input_file(argument, path, folder=True)
     try:
         return load_texts(path)
     except ValueError as exc:
@@ -124,6 +127,8 @@ def run_score(args: argparse.Namespace) -> int:
 
     if args.prompts is not None and not args.logprob:
         raise CliError("argument --prompts: only applies with --logprob")
+    if args.prompts is not None:
+        check_input_file("--prompts", args.prompts)
     if args.plot is not None:
         _check_plot(args.plot)
     paths = [args.first] + ([args.second] if args.second is not None else [])
@@ -166,6 +171,7 @@ def _check_plot(path: Path) -> None:
         raise CliError(f"argument --plot: must end in {', '.join(PLOT_SUFFIXES)}, got {str(path)!r}")
     if path.is_dir() or not path.parent.is_dir():
         raise CliError(f"argument --plot: cannot write {str(path)!r}: not a file in an existing folder")
+    check_output_file("--plot", path)
     try:
         load_pyplot()
     except ImportError as exc:
