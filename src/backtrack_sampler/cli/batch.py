@@ -21,6 +21,7 @@ from backtrack_sampler.batch.ftpo import DEFAULT_MAX_CHOSEN, DEFAULT_MIN_P, Ftpo
 from backtrack_sampler.cli.generate import describe_strategies, strategy_choices, strategy_name
 from backtrack_sampler.cli.options import (
     API_KEY_ENV,
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     CliError,
     add_api_key_option,
@@ -42,7 +43,6 @@ from backtrack_sampler.cli.options import (
     one_line,
 )
 
-EXIT_FAILED = 1
 DEFAULT_CONCURRENCY = 8
 MAX_LOCAL_CONCURRENCY = 256  # BatchedLlamacpp's limit on sequence slots
 

@@ -92,7 +92,8 @@ examples:
   backtrack-sampler generate "Hello" --backend transformers --model ./my-hf-model-dir
 
 The generated text goes to stdout (followed by one newline); rewinds, menus,
-debug output and the summary go to stderr. Exit status: 0 on success, 2 on a
+debug output and the summary go to stderr (dropped when it is closed). Exit
+status: 0 on success, 1 when stdout cannot be written (closed or full), 2 on a
 bad argument or a missing model or backend, 130 when interrupted.
 """
 
@@ -361,7 +362,7 @@ def _ask_stdin(prompt: str) -> str:
     """Ask on stderr, read the answer from stdin (stdout carries only the generated text)."""
     sys.stderr.write(prompt)
     sys.stderr.flush()
-    line = sys.stdin.readline()
+    line = sys.stdin.readline() if sys.stdin is not None else ""
     if not line:
         raise CliError("--strategy human: stdin closed while waiting for a choice")
     return line
@@ -457,11 +458,16 @@ def render(
 
 
 # -- the command ----------------------------------------------------------------------------------
-def read_prompt(args: argparse.Namespace, stdin: TextIO) -> str:
-    """PROMPT, or stdin when it is "-" (less one trailing newline); must not be blank."""
+def read_prompt(args: argparse.Namespace, stdin: TextIO | None) -> str:
+    """PROMPT, or stdin when it is "-" (less one trailing newline); must not be blank.
+
+    ``stdin`` is ``None`` when it is closed (``<&-``).
+    """
     prompt = args.prompt
     source = "PROMPT"
     if prompt == "-":
+        if stdin is None:
+            raise CliError("argument PROMPT: '-' reads the prompt from stdin, but stdin is closed")
         prompt, source = _read_stdin(stdin), "PROMPT (from stdin)"
         prompt = prompt[:-1] if prompt.endswith("\n") else prompt
         prompt = prompt[:-1] if prompt.endswith("\r") else prompt

@@ -10,6 +10,7 @@ from typing import Any
 
 from backtrack_sampler.cli.options import (
     CliError,
+    OutputError,
     check_input_file,
     check_output_file,
     int_at_least,
@@ -150,6 +151,9 @@ def run_mine(args: argparse.Namespace) -> int:
     if output is None:
         sys.stdout.write(listing)
     else:
-        output.write_text(listing, encoding="utf-8")
+        try:
+            output.write_text(listing, encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"argument --output: cannot write {str(output)!r}: {exc.strerror or exc}") from None
         print(f"\nwrote {len(terms)} terms ({sum(t.factor == 0 for t in terms)} hard) to {output}", file=table)
     return 0

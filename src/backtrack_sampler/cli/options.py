@@ -28,12 +28,17 @@ if TYPE_CHECKING:
     from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
 
 API_KEY_ENV = "BACKTRACK_SAMPLER_API_KEY"
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
 class CliError(Exception):
     """A problem with the user's input or setup: printed as one ``error:`` line, exit status 2."""
+
+
+class OutputError(Exception):
+    """The command's output could not be written (a full disk...): printed as one ``error:`` line, exit status 1."""
 
 
 class Parser(argparse.ArgumentParser):
