@@ -72,6 +72,24 @@ GENERATE = ["generate", "Name a color.", "--max-new-tokens", "3", "--temperature
 
 
 # -- without a model -----------------------------------------------------------------------------------
+def test_a_prompt_from_an_endless_stdin_is_refused_after_a_bounded_read():
+    import resource
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # reading forever fails here, not the machine
+
+    with open("/dev/zero", "rb") as zeros:
+        done = subprocess.run(
+            [sys.executable, "-m", "backtrack_sampler", "generate", "-"],
+            stdin=zeros,
+            capture_output=True,
+            preexec_fn=cap_memory,
+            timeout=300,
+        )
+    assert done.returncode == 2 and done.stdout == b""
+    assert "argument PROMPT (from stdin): more than 64 MiB" in only_line(done.stderr)
+
+
 def test_a_prompt_from_a_closed_stdin_is_a_usage_error():
     done = run("generate", "-", preexec=closing(0))
     assert done.returncode == 2 and done.stdout == b""

@@ -476,12 +476,19 @@ def read_prompt(args: argparse.Namespace, stdin: TextIO | None) -> str:
     return prompt
 
 
+STDIN_LIMIT = 64 << 20
+"""The most bytes a prompt read from stdin may have: more than any context holds (32 characters a token
+for 2M tokens), so ``generate - < /dev/zero`` ends with an error instead of reading forever."""
+
+
 def _read_stdin(stdin: TextIO) -> str:
     """All of stdin as UTF-8 text, whatever the locale's encoding; ``CliError`` naming the byte that is not UTF-8."""
     binary = getattr(stdin, "buffer", None)
-    if binary is None:  # already text (a StringIO in tests)
-        return stdin.read()
-    data = binary.read()
+    data = (stdin if binary is None else binary).read(STDIN_LIMIT + 1)  # a StringIO in tests is already text
+    if len(data) > STDIN_LIMIT:
+        raise CliError(f"argument PROMPT (from stdin): more than {STDIN_LIMIT >> 20} MiB, longer than any context")
+    if binary is None:
+        return data
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
