@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -24,34 +22,11 @@ import pytest
 from backtrack_sampler.batch import BatchError, run_batch
 from backtrack_sampler.core.text_files import NotRegularFileError, read_lines, read_text
 from backtrack_sampler.strategy.ban_rules import load_ban_list
-
-MEMORY_CAP = 4 * 2**30  # bytes of address space: far less than reading a device forever takes
-
-
-def cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+from cli_support import one_error_line, run_cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "backtrack_sampler", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        env=dict(os.environ, PYTHONIOENCODING="utf-8", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"),
-        preexec_fn=cap_memory,
-        timeout=120,
-    )
-
-
-def one_error_line(done: subprocess.CompletedProcess, *named: str) -> str:
-    err = done.stderr.decode("utf-8", errors="replace")
-    assert done.returncode == 2, err[-2000:]
-    assert done.stdout == b""
-    assert "Traceback" not in err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    for part in named:
-        assert part in err, err
-    return err
+    return run_cli(*args, memory=4 << 30)  # far less than reading a device forever takes
 
 
 @pytest.fixture

@@ -8,42 +8,12 @@ machine's memory.
 
 from __future__ import annotations
 
-import os
-import resource
-import subprocess
-import sys
-
 import pytest
 
 from backtrack_sampler import cli, gguf_header, models
+from cli_support import one_error_line, run_cli
 
-MEMORY_CAP = 8 * 2**30  # bytes of address space for a subprocess that must refuse before allocating
-
-
-def cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
-
-
-def run(*args: str | bytes, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "backtrack_sampler", *args],
-        input=stdin,
-        capture_output=True,
-        env=dict(os.environ, PYTHONIOENCODING="utf-8", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"),
-        preexec_fn=cap_memory,
-        timeout=120,
-    )
-
-
-def one_error_line(done: subprocess.CompletedProcess, *named: str) -> str:
-    err = done.stderr.decode("utf-8", errors="replace")
-    assert done.returncode == 2, err[-2000:]
-    assert done.stdout == b""
-    assert "Traceback" not in err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    for part in named:
-        assert part in err, err
-    return err
+run = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import pytest
 
+from cli_support import one_error_line, run_cli
+
 Setup = Callable[[], None]
 
 
@@ -73,21 +75,9 @@ GENERATE = ["generate", "Name a color.", "--max-new-tokens", "3", "--temperature
 
 # -- without a model -----------------------------------------------------------------------------------
 def test_a_prompt_from_an_endless_stdin_is_refused_after_a_bounded_read():
-    import resource
-
-    def cap_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # reading forever fails here, not the machine
-
     with open("/dev/zero", "rb") as zeros:
-        done = subprocess.run(
-            [sys.executable, "-m", "backtrack_sampler", "generate", "-"],
-            stdin=zeros,
-            capture_output=True,
-            preexec_fn=cap_memory,
-            timeout=300,
-        )
-    assert done.returncode == 2 and done.stdout == b""
-    assert "argument PROMPT (from stdin): more than 64 MiB" in only_line(done.stderr)
+        done = run_cli("generate", "-", stdin=zeros, memory=4 << 30)  # reading forever fails here, not the machine
+    assert "argument PROMPT (from stdin): more than 64 MiB" in one_error_line(done)
 
 
 def test_a_prompt_from_a_closed_stdin_is_a_usage_error():
