@@ -88,9 +88,10 @@ WORDS = [EOS, "D", "avid", " avid", "ly", " ", ".", "x", " Avid", "Stra", "ße",
 WORDS += ["e"]
 
 
-def decisions_for(strategy, *pieces, prompt="."):
-    """Feed ``pieces`` of WORDS one by one after ``prompt``; (ctx, the strategy's decision after each)."""
-    provider = text_provider(WORDS, lambda text: {})
+def decisions_for(strategy, *pieces, prompt=".", provider=None):
+    """Feed ``pieces`` of the vocabulary (WORDS unless ``provider``) one by one after ``prompt``;
+    (ctx, the strategy's decision after each)."""
+    provider = provider or text_provider(WORDS, lambda text: {})
     strategy.reset()
     ctx, append = growing_ctx(provider, prompt=ids(provider, prompt))
     decisions = []

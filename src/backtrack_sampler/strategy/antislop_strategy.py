@@ -23,13 +23,18 @@ class AntiSlopStrategy(BaseStrategy):
 
     Matching is on the decoded text, so every tokenization of a phrase is
     caught (" tapestry" and " tap" + "estry" alike), case-insensitively by
-    default (Unicode case folding: "STRASSE" matches "Straße"), and as whole
-    words by default: at each end of a phrase that is a word character the
-    text must not go on with one, so "avid" is not found in "David" or
-    "avidly". An Aho-Corasick automaton stepped by each new character keeps
-    the per-token cost independent of the number of phrases and of the text
-    length; 50,000 phrases build in one or two seconds, once per list (the
-    automata of the last lists used are kept).
+    default (Unicode case folding: "STRASSE" matches "Straße"), in NFC form
+    ("café" matches "cafe" + U+0301), and as whole words by default: at each
+    end of a phrase that is a word character of a script written with spaces
+    the text must not go on with one, so "avid" is not found in "David" or
+    "avidly"; an end in a script written without spaces (Han, Hiragana,
+    Katakana, Thai, Lao, Khmer, Myanmar) needs no boundary, so "村里" is found
+    in "村里住着" and "iPhone用" in "我的iPhone用了" (``strategy.word_scripts``;
+    regex bans' ``\b``, ``\B``, ``\m``, ``\M`` follow the same rule). An
+    Aho-Corasick automaton stepped by each new character keeps the per-token
+    cost independent of the number of phrases and of the text length; 50,000
+    phrases build in one or two seconds, once per list (the automata of the
+    last lists used are kept).
 
     On a match, the token where it began is banned at that position (factor
     0), or, for a soft ban (factor in (0, 1)), its probability there is

@@ -29,7 +29,7 @@ def _check_factor(factor: object, what: str) -> float:
 
 @dataclass(frozen=True)
 class BanPhrase:
-    """A phrase to ban, matched on the decoded text.
+    """A phrase to ban, matched on the decoded text (canonically equivalent forms alike: "café" and "cafe" + U+0301).
 
     Args:
         text: the phrase (non-empty).
@@ -38,10 +38,14 @@ class BanPhrase:
         ignore_case: compare with Unicode case folding ("STRASSE" matches
             "Straße"); ``None`` takes the list's setting.
         whole_word: at each end of the phrase that is a word character
-            (a letter, digit, mark or underscore), the text must not go on
-            with a word character: "avid" is not found in "David" nor in
-            "avidly". ``False`` matches anywhere (plain substring);
-            ``None`` takes the list's setting.
+            (a letter, digit, mark or underscore) of a script written with
+            spaces between words, the text must not go on with such a
+            character: "avid" is not found in "David" nor in "avidly". An
+            end made of a character of a script without spaces (Han,
+            Hiragana, Katakana, Thai, Lao, Khmer, Myanmar) matches without a
+            boundary: "村里" is found in "村里住着", "iPhone用" in "我的iPhone用了"
+            (see ``strategy.word_scripts``). ``False`` matches anywhere (plain
+            substring); ``None`` takes the list's setting.
     """
 
     text: str

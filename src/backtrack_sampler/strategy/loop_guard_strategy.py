@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from backtrack_sampler.core.base_strategy import BaseStrategy
@@ -11,9 +10,10 @@ from backtrack_sampler.core.context import GenerationContext
 from backtrack_sampler.core.decisions import CONTINUE, Decision, Rewind
 from backtrack_sampler.core.vocabulary import Vocabulary
 from backtrack_sampler.strategy.repeat_index import RepeatIndex
+from backtrack_sampler.strategy.word_scripts import canonical, is_unspaced, word_spans
 
-# Words as ``backtrack_sampler.metrics.diversity`` counts them: letters, digits, inner apostrophes.
-WORD = re.compile(r"\w+(?:['’]\w+)*")
+# Words: runs of letters, digits, marks and inner apostrophes in scripts written with spaces (as
+# ``backtrack_sampler.metrics.diversity`` counts them); each character in scripts written without.
 APOSTROPHES = "'’"
 UNITS = ("words", "tokens")
 
@@ -33,10 +33,13 @@ class LoopGuardStrategy(BaseStrategy):
     rewinds further (see ``backtrack_sampler.core.engine``).
 
     Words (the default unit) are runs of letters, digits and inner
-    apostrophes, compared case-insensitively, with the punctuation and spaces
-    between them ignored: ``"I continued, I continued"`` repeats ``"i
-    continued"``. A word counts once a character that cannot extend it
-    follows (or the text ends). Tokens are compared by id.
+    apostrophes, compared case-folded and in NFC form, with the punctuation
+    and spaces between them ignored: ``"I continued, I continued"`` repeats
+    ``"i continued"``. In scripts written without spaces between words (Han,
+    Hiragana, Katakana, Thai, Lao, Khmer, Myanmar: ``strategy.word_scripts``)
+    each character is a word, so a loop in Chinese is a repeat of
+    ``min_length`` characters. A word counts once a character that cannot
+    extend it follows (or the text ends). Tokens are compared by id.
 
     Only the tokens of the current repeated suffix (and an unfinished word)
     are held back, since only a repeat that is still growing can reach
@@ -110,7 +113,8 @@ class LoopGuardStrategy(BaseStrategy):
             if self.unit == "tokens":
                 units = list(ctx.prompt_tokens)
             else:
-                units = [w.lower() for w in WORD.findall(self.provider.decode(list(ctx.prompt_tokens)))]
+                prompt = self.provider.decode(list(ctx.prompt_tokens))
+                units = [_word_form(prompt[a:b]) for a, b in word_spans(prompt, APOSTROPHES)]
             for unit in units:
                 self._add(unit, -1, -1)
             self._add(None, -1, -1)
@@ -136,15 +140,14 @@ class LoopGuardStrategy(BaseStrategy):
         first = ctx.token_at_char(self._scanned)
         text = ctx.text_from(first)[self._scanned - ctx.char_start(first) :]
         done = 0
-        for match in WORD.finditer(text):
-            end = match.end()
+        for begin, end in word_spans(text, APOSTROPHES):
             if not final and not _complete(text, end):
-                self._unfinished = self._scanned + match.start()
+                self._unfinished = self._scanned + begin
                 break
-            if self.breakers and any(c in self.breakers for c in text[done : match.start()]):
+            if self.breakers and any(c in self.breakers for c in text[done:begin]):
                 self._add(None, -1, -1)
-            start = self._scanned + match.start()
-            self._add(match.group().lower(), ctx.token_at_char(start), ctx.token_at_char(self._scanned + end - 1))
+            start = self._scanned + begin
+            self._add(_word_form(text[begin:end]), ctx.token_at_char(start), ctx.token_at_char(self._scanned + end - 1))
             done = end
         self._scanned += done
 
@@ -225,8 +228,15 @@ class LoopGuardStrategy(BaseStrategy):
         return first
 
 
+def _word_form(word: str) -> str:
+    """The form words are compared in: case-folded, NFC ("Straße" and "STRASSE" are one word)."""
+    return canonical(word.casefold())
+
+
 def _complete(text: str, end: int) -> bool:
     """Whether the word ending at ``end`` is finished: a character follows that cannot extend it."""
+    if is_unspaced(text[end - 1]):  # a word of one character
+        return True
     if end >= len(text):
         return False
     return text[end] not in APOSTROPHES or end + 1 < len(text)

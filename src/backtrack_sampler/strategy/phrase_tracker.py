@@ -1,19 +1,25 @@
 """Following banned phrases along the generated text, token by token, through rewinds.
 
 The text is fed to an Aho-Corasick automaton (``PhraseAutomaton``) as a
-stream of symbols: each character case-folded (``str.casefold``, so "ß" is
+stream of symbols: each character decomposed and case-folded
+(``word_scripts.fold``: "é" and "e" + U+0301 are the same symbols, "ß" is
 "ss"), and, for whole-word phrases, two zero-width markers: ``WORD_START``
-before a word character that follows a non-word character, ``WORD_END``
-before a non-word character that follows a word character (and at the end
-of the text). A whole-word phrase is stored with the same markers, plus a
-leading ``WORD_START`` when it begins with a word character and a trailing
-``WORD_END`` when it ends with one. So "avid" never matches inside "David"
-(no marker between "D" and "a"), and a match of "avid" at the end of the
-text waits for the next character: "avidly" has no ``WORD_END`` after "d".
+before a spaced word character (``word_scripts.is_spaced_word_char``) that
+follows any other character, ``WORD_END`` before any other character that
+follows a spaced word character (and at the end of the text). A whole-word
+phrase is stored with the same markers, plus a leading ``WORD_START`` when it
+begins with a spaced word character and a trailing ``WORD_END`` when it ends
+with one. So "avid" never matches inside "David" (no marker between "D" and
+"a"), a match of "avid" at the end of the text waits for the next character
+("avidly" has no ``WORD_END`` after "d"), and a phrase edge made of a
+character of a script written without spaces (Han, Kana, Thai, ...) needs no
+marker: "村里" is found in "小村庄，村里住着", "iPhone用" after "我的" but not
+after "my".
 
 Phrases matched anywhere (substring mode) go to a second automaton fed the
 same characters without markers. Case-sensitive phrases are matched folded,
-then checked against the original text.
+then checked against the original text (both in NFC form). A match begins
+and ends on whole characters of the text.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from backtrack_sampler.core.text_units import is_word_char
 from backtrack_sampler.strategy.ban_rules import BanPhrase
 from backtrack_sampler.strategy.phrase_automaton import SHIFT, PhraseAutomaton
+from backtrack_sampler.strategy.word_scripts import canonical, is_spaced_word_char
+from backtrack_sampler.strategy.word_scripts import fold as fold_char
 
 if TYPE_CHECKING:
     from backtrack_sampler.core.context import GenerationContext
@@ -39,10 +46,10 @@ _folds: dict[str, tuple[int, ...]] = {}
 
 
 def fold(char: str) -> tuple[int, ...]:
-    """The code points ``char`` is compared as (case-folded; noncharacters as U+FFFD)."""
+    """The code points ``char`` is compared as (decomposed, case-folded; noncharacters as U+FFFD)."""
     folded = _folds.get(char)
     if folded is None:
-        folded = tuple(0xFFFD if ord(c) in _NONCHARACTERS else ord(c) for c in char.casefold())
+        folded = tuple(0xFFFD if ord(c) in _NONCHARACTERS else ord(c) for c in fold_char(char))
         _folds[char] = folded
     return folded
 
@@ -52,7 +59,7 @@ def phrase_key(text: str, whole_word: bool) -> str:
     symbols = []
     word = None
     for char in text:
-        is_word = is_word_char(char)
+        is_word = is_spaced_word_char(char)
         if whole_word and is_word != word and (word is not None or is_word):
             symbols.append(WORD_START if is_word else WORD_END)
         word = is_word
@@ -155,7 +162,7 @@ class PhraseTracker:
         for lane in self.lanes:
             self._advance(lane, ctx, text, offset, word_before, final, matches)
             closed = closed and lane.states[-1] == 0
-        self._word_after.append(is_word_char(text[-1]) if text else word_before)
+        self._word_after.append(is_spaced_word_char(text[-1]) if text else word_before)
         self._closed.append(position + 1 if closed else (self._closed[-1] if self._closed else 0))
         return matches
 
@@ -168,7 +175,7 @@ class PhraseTracker:
         for i, char in enumerate(text):
             at = offset + i
             if markers:
-                is_word = is_word_char(char)
+                is_word = is_spaced_word_char(char)
                 if is_word != word:
                     origins.append(at)
                     symbol = _START if is_word else _END
@@ -205,7 +212,7 @@ class PhraseTracker:
             if start < 0:  # begins inside a character's folding ("sa" in "ßa")
                 continue
             index = lane.phrase_of_key[key]
-            if self.case_sensitive[index] and _span(ctx, start, end) != self.phrases[index].text:
+            if self.case_sensitive[index] and canonical(_span(ctx, start, end)) != canonical(self.phrases[index].text):
                 continue
             matches.append(PhraseMatch(start, end, index))
 
@@ -229,6 +236,6 @@ def prompt_tail(ctx: GenerationContext, n_tokens: int = 8) -> str:
 
 
 def _prompt_ends_in_word(ctx: GenerationContext) -> bool:
-    """Whether the prompt's last character is a word character (so the first word generated may continue it)."""
+    """Whether the prompt ends with a spaced word character (so the first word generated may continue it)."""
     text = prompt_tail(ctx, 4)
-    return bool(text) and is_word_char(text[-1])
+    return bool(text) and is_spaced_word_char(text[-1])

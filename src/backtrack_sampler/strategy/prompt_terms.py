@@ -11,7 +11,9 @@ A phrase is used by the prompt when its words, normalised, occur one after
 the other among the prompt's words (punctuation and spacing between words
 are ignored: the prompt's "a testament, to" uses "a testament to"). A phrase
 without any word character ("—") is used when the prompt holds it (case
-folded). The words are runs of word characters (``core.text_units``).
+folded). The words are runs of word characters, and each character of a
+script written without spaces (``strategy.word_scripts``), so "村里" is used
+by "村里住着"; all is compared in NFC form.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 
-from backtrack_sampler.core.text_units import is_word_char
+from backtrack_sampler.strategy.word_scripts import canonical, word_spans
 
 _VOWELS = frozenset("aeiouy")
 _PLURALS = ("sses", "shes", "ches", "xes", "zes")
@@ -33,7 +35,7 @@ def word_stem(word: str) -> str:
         >>> [word_stem(w) for w in ("Tapestries", "tapestry", "delving", "delve", "delved", "boxes", "running")]
         ['tapestry', 'tapestry', 'delv', 'delv', 'delv', 'box', 'run']
     """
-    w = word.casefold()
+    w = canonical(word.casefold())
     # plurals (and third persons): -ies -> -y, -(s|sh|ch|x|z)es -> -, -s -> - (not -ss, -us, -is)
     if len(w) > 4 and w.endswith("ies"):
         w = w[:-3] + "y"
@@ -61,17 +63,9 @@ def _undouble(stem: str) -> str:
 
 
 def words(text: str) -> Iterator[str]:
-    """The runs of word characters in ``text``, in order."""
-    start = None
-    for i, char in enumerate(text):
-        if is_word_char(char):
-            if start is None:
-                start = i
-        elif start is not None:
-            yield text[start:i]
-            start = None
-    if start is not None:
-        yield text[start:]
+    """The words of ``text``, in order (``word_scripts.word_spans``: a character of Han, Thai, ... is one)."""
+    for start, end in word_spans(text):
+        yield text[start:end]
 
 
 class PromptTerms:
@@ -98,7 +92,7 @@ class PromptTerms:
             if key:
                 self._by_words.setdefault(key, []).append(i)
             else:
-                self._wordless.append((i, text.casefold()))
+                self._wordless.append((i, canonical(text.casefold())))
         self._lengths = sorted({len(key) for key in self._by_words})
 
     def used_in(self, prompt: str) -> set[int]:
@@ -111,7 +105,7 @@ class PromptTerms:
                 if found:
                     used.update(found)
         if self._wordless:
-            folded = prompt.casefold()
+            folded = canonical(prompt.casefold())
             used.update(i for i, text in self._wordless if text in folded)
         return used
 

@@ -11,6 +11,12 @@ anchor with ``partial=True``:
   "avidly"), moves the anchor to where it starts: that text is held back;
 - no match at all moves the anchor to the end of the text.
 
+The word assertions ``\b``, ``\B``, ``\m`` and ``\M`` follow the script
+rule of whole-word phrases (``word_scripts``): next to a character of a
+script written without spaces (Han, Kana, Thai, ...) there is always a word
+edge, so ``\b村里\b`` is found in "村里住着" and ``\biPhone`` in "我的iPhone";
+between other characters they mean what ``regex`` means.
+
 ``regex`` reads ``\b`` and ``\B`` at the end of a partial string as if the
 text ended there (`` \b`` fails on " ", though " b" matches). So a pattern
 holding such an assertion is searched a second time, in the text with a
@@ -18,7 +24,9 @@ word character appended: a match that reaches that character is held back
 too (see ``_boundary_anchor``).
 
 So each search reads only the text from the anchor on (plus ``CONTEXT``
-characters before it, for lookbehinds and ``\b``), never the whole text.
+characters before it, for lookbehinds and ``\b``), never the whole text,
+in NFC form (``word_scripts.CanonicalText``: "café" and "cafe" + U+0301 are
+the same text; positions map back to the original characters).
 A partial match older than ``window`` characters is given up on, so a
 pattern like ``a.*b`` cannot hold the stream back forever; matches longer
 than the window may then pass. At the end of the text (``final``) the
@@ -33,6 +41,13 @@ from typing import TYPE_CHECKING, Any
 from backtrack_sampler.core.checks import check_int, is_number
 from backtrack_sampler.strategy.ban_rules import MAX_PATTERN_LENGTH, BanRegex
 from backtrack_sampler.strategy.phrase_tracker import PhraseMatch, prompt_tail
+from backtrack_sampler.strategy.word_scripts import (
+    SPACED_WORD_CHAR,
+    WORD_ASSERTIONS,
+    CanonicalText,
+    canonical,
+    combines,
+)
 
 if TYPE_CHECKING:
     from backtrack_sampler.core.context import GenerationContext
@@ -50,7 +65,7 @@ AFTER_WORD = (r"\B",)
 
 
 def compile_pattern(pattern: str, max_length: int = MAX_PATTERN_LENGTH) -> Any:
-    """Compile a banned pattern with the ``regex`` package.
+    """Compile a banned pattern with the ``regex`` package (its text in NFC form, word assertions by script).
 
     Raises:
         ImportError: when ``regex`` is not installed.
@@ -64,12 +79,65 @@ def compile_pattern(pattern: str, max_length: int = MAX_PATTERN_LENGTH) -> Any:
     if len(pattern) > max_length:
         raise ValueError(f"regex {pattern[:40]!r}... is {len(pattern)} characters long; the limit is {max_length}")
     try:
-        compiled = regex.compile(pattern)
+        compiled = regex.compile(with_script_word_edges(canonical(pattern)))
     except regex.error as exc:
         raise ValueError(f"regex {pattern!r} is invalid: {exc}") from None
     if compiled.fullmatch("") is not None:
         raise ValueError(f"regex {pattern!r} matches the empty string, so it would ban nothing in particular")
     return compiled
+
+
+def _joins_previous(ctx: GenerationContext, position: int) -> bool:
+    """Whether token ``position`` begins with a character that NFC joins to the character before it."""
+    start = ctx.char_start(position)
+    if start == 0 or ctx.n_chars == start:
+        return False
+    first = ctx.token_at_char(start - 1)
+    text = ctx.text_from(first)
+    at = start - ctx.char_start(first)
+    return combines(text[at - 1], text[at])
+
+
+def with_script_word_edges(pattern: str) -> str:
+    r"""``pattern`` with its word assertions (``\b``, ``\B``, ``\m``, ``\M``) following the script rule.
+
+    Escapes and character classes (where ``\b`` is a backspace) are kept as written.
+
+    Example:
+        >>> with_script_word_edges(r"[\b]\\b") == r"[\b]\\b"
+        True
+    """
+    out: list[str] = []
+    nested = "V1" in pattern  # (?V1): a "[" inside a set opens a nested set
+    depth = 0  # how deep inside character sets
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            escape = pattern[i : i + 2]
+            out.append(WORD_ASSERTIONS[escape[1:]] if depth == 0 and escape[1:] in WORD_ASSERTIONS else escape)
+            i += 2
+            continue
+        if char == "[":
+            if depth and pattern.startswith("[:", i) and ":]" in pattern[i + 2 :]:  # a POSIX class [:alpha:]
+                end = pattern.index(":]", i + 2) + 2
+                out.append(pattern[i:end])
+                i = end
+                continue
+            if depth == 0 or nested:
+                depth += 1
+                out.append(char)
+                i += 1
+                for literal in ("^", "]"):  # "[^]...]": a leading "^" negates, then a "]" is literal
+                    if pattern.startswith(literal, i):
+                        out.append(literal)
+                        i += 1
+                continue
+        elif char == "]" and depth:
+            depth -= 1
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 class RegexTracker:
@@ -101,7 +169,7 @@ class RegexTracker:
             (any(a in p.pattern for a in AFTER_NON_WORD), any(a in p.pattern for a in AFTER_WORD))
             for p in self.patterns
         ]
-        self._word_char = compile_pattern(r"\w") if self.patterns else None
+        self._word_char = compile_pattern(SPACED_WORD_CHAR) if self.patterns else None
         self.reset()
 
     def reset(self) -> None:
@@ -123,16 +191,24 @@ class RegexTracker:
         if self.patterns:
             if position == 0:
                 self._prompt_tail = prompt_tail(ctx)[-CONTEXT:]
+            elif _joins_previous(ctx, position):
+                # A mark that NFC joins to the character before changes text the anchors may have passed:
+                # search again what is still held back (within the window).
+                floor = max(ctx.char_start(min(ctx.committed, position)), ctx.char_start(position) - self.window)
+                anchors = tuple(min(anchor, floor) for anchor in anchors)
             first = ctx.token_at_char(max(0, min(anchors) - CONTEXT))
             lead = self._prompt_tail if first == 0 else ""
             base = ctx.char_start(first) - len(lead)  # the text offset of text[0] (negative inside the prompt)
-            text = lead + ctx.text_from(first)
+            form = CanonicalText(lead + ctx.text_from(first))  # searched in NFC form, offsets mapped back
+            text = form.text
             probe = None if final else text + "a"
             after_word = bool(text) and self._word_char.match(text[-1]) is not None
+            found: list[PhraseMatch] = []
             anchors = tuple(
-                self._search(i, text, probe, after_word, anchor - base, matches, base) + base
+                form.start(self._search(i, text, probe, after_word, form.index(anchor - base), found)) + base
                 for i, anchor in enumerate(anchors)
             )
+            matches = [PhraseMatch(base + form.start(m.start), base + form.end(m.end), m.index) for m in found]
         self._anchors.append(anchors)
         closed = not anchors or min(anchors) >= n_chars
         self._closed.append(position + 1 if closed else (self._closed[-1] if self._closed else 0))
@@ -146,12 +222,11 @@ class RegexTracker:
         after_word: bool,
         pos: int,
         matches: list[PhraseMatch],
-        base: int,
     ) -> int:
         """Report the matches of pattern ``index`` in ``text[pos:]``; return its new anchor (in ``text``).
 
         ``probe`` is ``text`` with a word character appended, or ``None`` at the end of the text
-        (``final``); ``after_word`` tells whether ``text`` ends with a word character.
+        (``final``); ``after_word`` tells whether ``text`` ends with a spaced word character.
         """
         final = probe is None
         end, first = len(text), pos
@@ -168,7 +243,7 @@ class RegexTracker:
                 pos = max(start + 1, end - self.window)  # too old: give it up
                 continue
             if stop > start:
-                matches.append(PhraseMatch(base + start, base + stop, index))
+                matches.append(PhraseMatch(start, stop, index))
                 pos = stop
             else:  # an empty match (a lookaround): nothing to ban here
                 pos = start + 1
@@ -189,7 +264,8 @@ class RegexTracker:
         return anchor
 
     def found_in(self, index: int, text: str) -> bool:
-        """Whether pattern ``index`` matches a non-empty part of ``text`` (a whole text, not a stream)."""
+        """Whether pattern ``index`` matches a non-empty part of ``text`` (a whole text, not a stream; NFC)."""
+        text = canonical(text)
         pos = 0
         while pos <= len(text):
             match = self._find(index, text, pos, partial=False)
