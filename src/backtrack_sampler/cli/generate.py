@@ -90,6 +90,8 @@ examples:
   echo "Once upon a time" | backtrack-sampler generate - --raw --temperature 0 --max-new-tokens 40
   backtrack-sampler generate "Hello" --model ./other-model.gguf --n-ctx 4096
   backtrack-sampler generate "Hello" --backend transformers --model ./my-hf-model-dir
+  backtrack-sampler generate "Hello" --model org/repo-GGUF:Q4_K_M    # hub id: fetched into the hub cache
+  backtrack-sampler generate "Hello" --backend transformers --model org/repo
 
 The generated text goes to stdout (followed by one newline); rewinds, menus,
 debug output and the summary go to stderr (dropped when it is closed). Exit

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from backtrack_sampler import models
+from backtrack_sampler import hub, models
 from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.core.text_files import open_regular, what_is_there
 from backtrack_sampler.strategy.ban_rules import BanPhrase, load_ban_list
@@ -155,15 +155,25 @@ def ban_scope(text: str) -> BanScope:
         raise argparse.ArgumentTypeError(f"must be {shapes}, got {text!r}") from None
 
 
-def model_file(text: str) -> Path:
-    """A path that exists: a model file (a regular file) or directory."""
+def model_file(text: str) -> Path | str:
+    """A path that exists (a model file, a regular one, or a directory), else a hub id kept as text.
+
+    The hub id (``org/repo``, ``org/repo:QUANT``, ``org/repo/FILE.gguf``) is only
+    checked for its shape here; ``models.load_provider`` fetches it (or finds it in
+    the hub cache) when the model is loaded.
+    """
     path = Path(text).expanduser()
     kind = what_is_there(path)
     if kind is not None and kind != "a directory":
         raise argparse.ArgumentTypeError(f"not a regular file ({kind}): {text!r}")
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"file not found: {text!r}")
-    return path
+    if path.exists():
+        return path
+    try:
+        if hub.parse_hub_id(text) is not None:
+            return text
+    except hub.HubModelError:
+        raise argparse.ArgumentTypeError(f"no such file, and not a hub id ({hub.HUB_FORMS}): {text!r}") from None
+    raise argparse.ArgumentTypeError(f"file not found: {text!r}")
 
 
 # -- file arguments: regular files only (a device never ends, a FIFO blocks) ------------------------
@@ -227,8 +237,10 @@ def add_model_options(g: argparse._ArgumentGroup, n_ctx: bool = True) -> None:
     g.add_argument(
         "--model",
         type=model_file,
-        metavar="PATH",
-        help="a .gguf file, or a local model directory with --backend transformers (default: SmolLM2)",
+        metavar="PATH|HUB_ID",
+        help="a .gguf file, or a local model directory with --backend transformers (default: SmolLM2); or a "
+        "Hugging Face hub id: org/repo:QUANT or org/repo/FILE.gguf (a GGUF), org/repo (transformers: its model), "
+        "fetched into the hub cache (HF_HOME, HF_HUB_OFFLINE, HF_TOKEN apply). A local path wins",
     )
     if not n_ctx:
         return

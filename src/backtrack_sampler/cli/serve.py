@@ -49,6 +49,7 @@ examples:
   backtrack-sampler serve --parallel 16 --n-ctx 1024        # 16 sequences at once, 1024 positions each
   backtrack-sampler serve --parallel 1                      # one sequence at a time, with saved KV prefixes
   backtrack-sampler serve --backend transformers --model ./my-hf-model-dir
+  backtrack-sampler serve --model org/repo-GGUF:Q4_K_M      # a hub id: fetched into the hub cache
   backtrack-sampler serve --api-key s3cret                  # or set {API_KEY_ENV}
   backtrack-sampler serve --host 0.0.0.0 --allowed-host my-box.lan --api-key s3cret
 
@@ -271,7 +272,10 @@ def _parallel(args: argparse.Namespace) -> int:
     return parallel
 
 
-def _default_name(model: Path | None) -> str:
+def _default_name(model: Path | str | None) -> str:
+    """The model's name on /v1/models: the file's stem, the directory's name, or the hub id as given."""
     if model is None:
         return "SmolLM2-135M-Instruct"
+    if isinstance(model, str):
+        return model
     return model.stem if model.is_file() else model.name
