@@ -62,6 +62,7 @@ def load_provider(
     n_ctx: int | None = None,
     threads: int | None = None,
     force_n_ctx: bool = False,
+    verbose: bool = False,
 ) -> BaseProvider:
     """A provider for ``model`` (default: the embedded model) through ``backend``; imports the backend.
 
@@ -76,6 +77,7 @@ def load_provider(
         threads: CPU threads for llama.cpp, at most ``MAX_THREADS`` (``None``: ``physical_cores()``
             for one token, llama-cpp-python's choice, all CPUs, for batches).
         force_n_ctx: allow an ``n_ctx`` beyond the model's training context.
+        verbose: llama.cpp's own log lines on stderr (otherwise only its errors).
 
     Raises:
         ModelLoadError: naming the problem and how to fix it.
@@ -88,7 +90,7 @@ def load_provider(
     n_ctx = check_context(path, n_ctx, force_n_ctx=force_n_ctx)
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
-    return LlamacppProvider(_llama(path, n_ctx, threads))
+    return LlamacppProvider(_llama(path, n_ctx, threads, verbose))
 
 
 def load_batched(
@@ -97,6 +99,7 @@ def load_batched(
     threads: int | None = None,
     n_slots: int = 8,
     force_n_ctx: bool = False,
+    verbose: bool = False,
 ) -> BatchedLlamacpp:
     """A ``BatchedLlamacpp`` for a GGUF (default: the embedded model; or a hub id, as ``load_provider``):
     ``n_slots`` sequences of ``n_ctx`` each.
@@ -108,7 +111,7 @@ def load_batched(
     """
     path = _gguf_path(model)
     n_ctx = check_context(path, n_ctx, n_slots, force_n_ctx)
-    llm = _llama(path, 256, threads)  # its own context only serves the vocabulary
+    llm = _llama(path, 256, threads, verbose)  # its own context only serves the vocabulary
     from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
 
     try:
@@ -187,12 +190,12 @@ def _gib(size: int) -> str:
     return f"{size / 2**30:.1f} GiB"
 
 
-def _llama(path: Path, n_ctx: int, threads: int | None) -> Any:
+def _llama(path: Path, n_ctx: int, threads: int | None, verbose: bool = False) -> Any:
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise ModelLoadError(f"argument --threads: must be in [1, {MAX_THREADS}] (the CPUs here), got {threads}")
     try:
         kwargs = {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
-        return load_llama(path, n_ctx=n_ctx, **kwargs)
+        return load_llama(path, n_ctx=n_ctx, verbose=verbose, **kwargs)
     except ImportError as exc:
         raise ModelLoadError(
             f"llama-cpp-python is needed to run a GGUF model ({exc}); "
@@ -251,20 +254,24 @@ def _transformers_provider(path: Path) -> BaseProvider:
     return TransformersProvider(model, tokenizer)
 
 
-def load_llama(model_path: str | Path | None = None, n_ctx: int = 2048, **kwargs):
+def load_llama(model_path: str | Path | None = None, n_ctx: int = 2048, verbose: bool = False, **kwargs):
     """A ``llama_cpp.Llama`` for ``model_path`` (default: the embedded model), quiet, last-row logits only.
 
     ``n_threads`` defaults to ``physical_cores()`` (llama-cpp-python's own
     default, half the CPUs, leaves half the cores idle where a core runs one
-    thread); other keywords go to ``Llama``.
+    thread); other keywords go to ``Llama``. Unless ``verbose``, llama.cpp logs
+    only its errors to stderr (``provider.llamacpp_logs``), from now on in this process.
     """
     from llama_cpp import Llama
 
+    from backtrack_sampler.provider.llamacpp_logs import route_llama_logs
+
+    route_llama_logs(verbose)
     path = Path(model_path) if model_path is not None else default_model_path()
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {str(path)!r}")
     kwargs.setdefault("n_threads", physical_cores())
-    return Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, logits_all=False, **kwargs)
+    return Llama(model_path=str(path), n_ctx=n_ctx, verbose=verbose, logits_all=False, **kwargs)
 
 
 def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:

@@ -242,6 +242,7 @@ def add_model_options(g: argparse._ArgumentGroup, n_ctx: bool = True) -> None:
         "Hugging Face hub id: org/repo:QUANT or org/repo/FILE.gguf (a GGUF), org/repo (transformers: its model), "
         "fetched into the hub cache (HF_HOME, HF_HUB_OFFLINE, HF_TOKEN apply). A local path wins",
     )
+    g.add_argument("--verbose", action="store_true", help="llama.cpp's own log lines on stderr (default: errors only)")
     if not n_ctx:
         return
     g.add_argument(
@@ -271,14 +272,24 @@ def add_model_options(g: argparse._ArgumentGroup, n_ctx: bool = True) -> None:
 def load_provider(args: argparse.Namespace) -> BaseProvider:
     """The model of ``--model``/``--backend``/``--n-ctx``/``--threads`` (see ``models.load_provider``)."""
     return models.load_provider(
-        args.model, args.backend, n_ctx=args.n_ctx, threads=args.threads, force_n_ctx=args.force_n_ctx
+        args.model,
+        args.backend,
+        n_ctx=args.n_ctx,
+        threads=args.threads,
+        force_n_ctx=args.force_n_ctx,
+        verbose=args.verbose,
     )
 
 
 def load_batched(args: argparse.Namespace, n_slots: int) -> BatchedLlamacpp:
     """``n_slots`` sequences of ``--n-ctx`` positions on one llama.cpp context (see ``models.load_batched``)."""
     return models.load_batched(
-        args.model, n_ctx=args.n_ctx, threads=args.threads, n_slots=n_slots, force_n_ctx=args.force_n_ctx
+        args.model,
+        n_ctx=args.n_ctx,
+        threads=args.threads,
+        n_slots=n_slots,
+        force_n_ctx=args.force_n_ctx,
+        verbose=args.verbose,
     )
 
 
