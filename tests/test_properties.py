@@ -157,12 +157,11 @@ def test_streamed_text_is_the_incremental_decoding(slops, budget, kwargs, table)
     )
     finish = check_stream(events)
     raw = b"".join(UTF8_PIECES[t] for t in finish.tokens)
-    assert finish.text == raw.decode("utf-8", "replace")
+    # up to the last complete character: the bytes of one the last token leaves unfinished are dropped
+    assert finish.text == codecs.getincrementaldecoder("utf-8")("replace").decode(raw)
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    texts = of(events, TextEvent)
-    for i, event in enumerate(texts):
-        final = i == len(texts) - 1
-        assert event.text == decoder.decode(b"".join(UTF8_PIECES[t] for t in event.tokens), final=final)
+    for event in of(events, TextEvent):
+        assert event.text == decoder.decode(b"".join(UTF8_PIECES[t] for t in event.tokens))
     refusals = of(events, RewindRefusedEvent)
     assert "already_emitted" not in {r.cause for r in refusals}
     if not refusals:

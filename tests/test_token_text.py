@@ -53,10 +53,27 @@ def test_token_at_char(pieces, expected):
     assert [text.token_at_char(c) for c in range(text.n_chars)] == expected
 
 
-def test_flush_marks_a_truncated_character():
-    text = token_text(b"a", b"\xe2\x82")
-    assert text.text_from(0) == "a"
-    assert text.flush() == "\ufffd"
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        ((), (0, 0)),
+        ((b"a", b"\xe2\x82"), (1, 2)),  # the last token carries only the unfinished bytes
+        ((b"a", b"\xe2", b"", b"\x82"), (1, 2)),  # so do the two before it
+        ((b"a\xe2", b"\x82"), (1, 2)),  # "a" cannot be split from the lead byte: its token stays
+        ((b"\xe2\x82", b"\xac\xf0\x9f"), (2, 2)),  # the last token completes "€", then begins "😀"
+        ((b"\xf0", b"\x9f", b"\x98"), (0, 3)),
+        ((b"a", b"\xe2\x82\xac"), (2, 0)),
+        ((b"a", b"\xff"), (2, 0)),  # an invalid byte is U+FFFD at once, not an unfinished character
+        ((b"a", b"\xe2\x82", b"b"), (3, 0)),  # U+FFFD in the middle: invalid, not unfinished
+    ],
+)
+def test_unfinished_end(pieces, expected):
+    text = token_text(*pieces)
+    assert text.unfinished_end() == expected
+    first, n_bytes = expected
+    raw = b"".join(pieces)
+    assert text.text_from(0) == raw[: len(raw) - n_bytes].decode("utf-8", "replace")
+    assert all(not text.pieces[t] for t in range(first, len(pieces)))
 
 
 def test_truncate_restores_the_decoder():
@@ -70,9 +87,9 @@ def test_truncate_restores_the_decoder():
     assert text.append(4) == "€"
     text.truncate(1)
     assert text.append(5) == "b"
-    assert text.text_from(0) == "ab" and text.flush() == ""
+    assert text.text_from(0) == "ab" and text.unfinished_end() == (2, 0)
     text.truncate(0)
-    assert text.append(1) == "" and text.flush() == "\ufffd"
+    assert text.append(1) == "" and text.unfinished_end() == (0, 1)
 
 
 CHARS = st.sampled_from(["a", " ", "é", "€", "😀", "ß"])
@@ -96,7 +113,7 @@ def test_split_utf8_decodes_like_the_whole(chars, data):
         assert text.char_start(last) <= c < text.char_start(last) + len(text.pieces[last])
     k = data.draw(st.integers(0, len(pieces)))
     text.truncate(k)
-    assert text.text_from(0) + text.flush() == b"".join(pieces[:k]).decode("utf-8", "replace")
+    assert text.text_from(0) == codecs.getincrementaldecoder("utf-8")().decode(b"".join(pieces[:k]))
 
 
 # -- the engine never emits half a character ------------------------------------------------------
@@ -139,25 +156,22 @@ def test_text_events_never_split_a_character(seed):
     events = list(BacktrackSampler(provider, strategy).stream([1], max_new_tokens=12, seed=seed))
     finish = check_stream(events)
     raw = b"".join(PIECES[t] for t in finish.tokens)
-    assert finish.text == raw.decode("utf-8", "replace")
-    texts = of(events, TextEvent)
+    complete = raw.decode("utf-8", "ignore")  # the bytes decode with no U+FFFD but for an unfinished end
+    assert finish.text == complete and "\ufffd" not in finish.text
+    unfinished = len(raw) - len(complete.encode())
+    if unfinished:  # the last token completed characters, then began the cut one: a token cannot be split
+        assert finish.text and unfinished < len(PIECES[finish.tokens[-1]])
     emitted_text, emitted_bytes = "", b""
-    for event in texts[:-1]:
+    for event in of(events, TextEvent):
         emitted_text += event.text
         emitted_bytes += b"".join(PIECES[t] for t in event.tokens)
-        assert "\ufffd" not in event.text
         assert emitted_text == emitted_bytes.decode("utf-8", "ignore")  # every complete character, no more
-    truncated = raw.decode("utf-8", "ignore").encode() != raw
-    assert finish.text.count("\ufffd") == int(truncated)
-    assert texts[-1].text.endswith("\ufffd") == truncated
 
 
-def test_a_cut_character_becomes_one_replacement_char_at_the_end():
+def test_a_cut_character_is_dropped_at_the_end():
     order = [1, 3, 4]  # "a", then the first two bytes of "€"
     provider = BytesProvider(PIECES, lambda toks: [9.0 if t == order[len(toks) - 1] else 0.0 for t in range(17)])
     events = list(BacktrackSampler(provider).stream([1], max_new_tokens=3, temperature=0))
     finish = check_stream(events)
-    assert (finish.reason, finish.text) == ("length", "a\ufffd")
-    texts = of(events, TextEvent)
-    assert texts[-1].text.endswith("\ufffd")
-    assert all("\ufffd" not in e.text for e in texts[:-1])
+    assert (finish.reason, finish.text, finish.tokens) == ("length", "a", (1,))
+    assert finish.detail == "dropped 2 bytes of an unfinished character at the end"

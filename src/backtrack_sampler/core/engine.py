@@ -33,7 +33,18 @@ One step of a generation, in the order ``_Generation.events`` runs it:
    Every rung counts against the budget; the ladder reaches back only into
    text not yet emitted.
 5. Emit every token the strategy can no longer rewind (``commit_boundary``,
-   which by default follows ``holdback``).
+   which by default follows ``holdback``), except the tokens of a character
+   still being spelled: they wait until a later token completes it.
+
+At the finish, however the generation ends, a character that the last token
+leaves unfinished is dropped (``_drop_unfinished_character``): the tokens
+that carry nothing but its bytes leave the sequence, and the finish event's
+``detail`` says how many bytes went. A token that completes characters and
+then begins the unfinished one cannot be split: it stays, with the text of
+its complete characters. So the text emitted, the final text and the final
+tokens agree: the text is the tokens' bytes decoded up to the last complete
+character (invalid bytes inside the text still read as U+FFFD), and never
+ends in a U+FFFD that only the cut made.
 """
 
 from __future__ import annotations
@@ -262,7 +273,6 @@ class _Generation:
         self.progress = Progress(max_new_tokens=limit)
         self.ctx = GenerationContext(self.provider, prompt, self.tokens, self.text, self._kept_logits, self.progress)
         self.remote_sampling = self.provider.proposes_tokens and not self.strategy.adjusts_logits
-        self._tail = ""  # U+FFFD for bytes of an unfinished character at the very end
         self.ended = False
 
     def events(self) -> Iterator[Event]:
@@ -290,6 +300,7 @@ class _Generation:
                     if emitted is not None:
                         yield emitted
             finish = self._limit_reached()
+        finish = self._drop_unfinished_character(finish)
         final = self._emit(len(self.tokens), final=True)
         if final is not None:
             yield final
@@ -558,22 +569,30 @@ class _Generation:
     def _emit(self, upto: int, final: bool = False) -> TextEvent | None:
         start = self.progress.committed
         if not final:
-            # A character still being spelled can begin a match: keep its tokens.
+            # A character still being spelled can begin a match, and its bytes
+            # are no text yet: keep its tokens until a later one completes it.
             while upto > start and self.text.ends_mid_character(upto - 1):
                 upto -= 1
-            if upto <= start:
-                return None
-        text = "".join(self.text.pieces[start:upto])
-        if final:
-            self._tail = self.text.flush()
-            text += self._tail
+        if upto <= start:
+            return None
         for position in range(start, upto):
             self.positions[position].logits = None
-        self.progress.committed = max(start, upto)
-        if not text and upto <= start:
-            return None
-        return TextEvent(text, tuple(self.tokens[start:upto]))
+        self.progress.committed = upto
+        return TextEvent("".join(self.text.pieces[start:upto]), tuple(self.tokens[start:upto]))
+
+    def _drop_unfinished_character(self, finish: _Finish) -> _Finish:
+        """Drop the bytes of a character that the last token leaves unfinished; say so in the finish's detail.
+
+        The tokens that carry only those bytes leave the sequence; a token
+        that also completed characters stays (its piece holds only those).
+        """
+        first, n_bytes = self.text.unfinished_end()
+        if not n_bytes:
+            return finish
+        self._truncate(first)
+        dropped = f"dropped {n_bytes} byte{'s' if n_bytes > 1 else ''} of an unfinished character at the end"
+        return _Finish(finish.reason, f"{finish.detail}; {dropped}" if finish.detail else dropped)
 
     @property
     def full_text(self) -> str:
-        return self.text.text_from(0) + self._tail
+        return self.text.text_from(0)

@@ -2,7 +2,9 @@
 
 Appending a token or truncating to a position costs O(1) amortized; text
 never splits a multi-byte UTF-8 character: a token that ends mid-character
-contributes its characters to the token that completes them.
+contributes its characters to the token that completes them. The bytes of a
+character that the last token leaves unfinished are in no piece
+(``unfinished_end`` finds them); invalid bytes elsewhere read as U+FFFD.
 """
 
 from __future__ import annotations
@@ -51,9 +53,24 @@ class TokenText:
         """Whether token ``position`` left bytes of a character that a later token completes."""
         return self._pending[position]
 
-    def flush(self) -> str:
-        """Characters of a trailing incomplete sequence (as U+FFFD), at the very end."""
-        return self._decoder.decode(b"", final=True)
+    def unfinished_end(self) -> tuple[int, int]:
+        """The bytes of a character that the last token leaves unfinished: ``(first token, bytes)``.
+
+        ``first token`` is where the trailing tokens that carry nothing but
+        those bytes begin (``len(self)`` when there are none: the last token
+        also completed characters, or the text ends between characters);
+        ``bytes`` counts the unfinished character's bytes so far (0 when the
+        text ends between characters). A token that completes characters and
+        then begins the unfinished one is not counted among those tokens: a
+        token cannot be split.
+        """
+        n_tokens = len(self.pieces)
+        if not n_tokens or not self._pending[-1]:
+            return n_tokens, 0
+        first = n_tokens
+        while first > 0 and self._pending[first - 1] and not self.pieces[first - 1]:
+            first -= 1
+        return first, len(self._states[-1][0])
 
     def char_start(self, position: int) -> int:
         """Index of the first character completed by token ``position``."""
