@@ -98,7 +98,12 @@ class RewindRefusedEvent:
 
 @dataclass(frozen=True)
 class FinishEvent:
-    """The generation ended; ``text`` is the whole generated text."""
+    """The generation ended; ``text`` is the whole generated text.
+
+    ``tokens`` decode to ``text``, less the bytes of a character the last token left
+    unfinished, which are dropped (with the tokens that carried only them; ``detail``
+    then says so). ``detail`` says why a strategy stopped or what the limit did.
+    """
 
     reason: FinishReason
     text: str
