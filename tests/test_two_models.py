@@ -28,6 +28,7 @@ from backtrack_sampler import (
     RewindRefusedEvent,
     TextEvent,
 )
+from backtrack_sampler.metrics.diversity import words  # LoopGuard's words: inner apostrophes stay
 from near_tie import Tracer, assert_same_or_near_tie
 
 pytestmark = pytest.mark.llamacpp
@@ -73,10 +74,6 @@ def test_a_regex_ban_never_leaks(any_provider):
     events = greedy(any_provider, STORY, AntiSlopStrategy(any_provider, [], regex=[pattern]))
     assert not re.search(pattern, events[-1].text, re.IGNORECASE), events[-1].text
     assert any(isinstance(e, RewindEvent) for e in events)
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
 
 
 def repeated(units: list[str], n: int) -> bool:
