@@ -1,12 +1,39 @@
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from backtrack_sampler.metrics.diversity import distinct_n, loops, mattr, most_repeated, words
+from backtrack_sampler.strategy.word_scripts import is_unspaced
+
+OLD_WORD = re.compile(r"\w+(?:['’]\w+)*")
+"""The word pattern before scripts without spaces were split (one word per run of \\w)."""
 
 
 def test_words_lower_and_apostrophes():
     expected = ["it's", "the", "cat's", "hat", "isn't", "it", "42", "cats"]
     assert words("It's the Cat's hat, isn't it? 42 cats.") == expected
+
+
+def test_each_han_kana_or_thai_character_is_a_word():
+    assert words("我的iPhone, don't") == ["我", "的", "iphone", "don't"]
+    assert words("小村庄，村里住着") == ["小", "村", "庄", "村", "里", "住", "着"]
+    assert words("ねこがすき") == ["ね", "こ", "が", "す", "き"]
+    assert words("Привет, мир") == ["привет", "мир"]  # spaced scripts keep their words
+
+
+def test_chinese_loops_and_distinct_counts_see_words():
+    # Before: the whole run was one "word", so no 4-gram existed and the loop went unseen.
+    assert loops("我爱你，我爱你，我爱你，我爱你。")
+    assert not loops("我爱你，他恨我。")
+    assert distinct_n(words("我爱你我爱你"), 1) == 3 / 6
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=80))
+def test_words_outside_unspaced_scripts_are_unchanged(text):
+    if any(is_unspaced(c) for c in text):
+        text = "".join(c for c in text if not is_unspaced(c))
+    assert words(text) == [w.lower() for w in OLD_WORD.findall(text)]
 
 
 def test_distinct_n():

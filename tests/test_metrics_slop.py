@@ -31,6 +31,14 @@ def test_ban_hits_follow_an_entrys_own_matching():
     assert PhraseCounter(phrases).count("David is avid. glow Glow, CAFÉ cafés") == {"avid": 2, "Glow": 1, "café": 1}
 
 
+def test_ban_hits_in_scripts_without_spaces_need_no_boundary_next_to_them():
+    # strategy.word_scripts' rule: a Han/Kana edge matches inside running text, a Latin edge needs a boundary.
+    phrases = [BanPhrase("村里"), BanPhrase("iPhone用"), BanPhrase("ねこ")]
+    text = "小村庄，村里住着。我的iPhone用了三年。xiPhone用 ねこがすき"
+    assert PhraseCounter(phrases).count(text) == {"村里": 1, "iPhone用": 1, "ねこ": 1}
+    assert measure_texts([text], phrases).ban_hits_per_1k_words == pytest.approx(3 * 1000 / len(words(text)))
+
+
 def test_ban_hits_per_1k_words_split_into_words_and_phrases():
     # 22 words; 2 single-word hits (tapestry, delve) and 1 phrase hit (testament to)
     text = "The tapestry was a testament to her skill and we delve into it now with one two three four five six seven."

@@ -1,7 +1,9 @@
 """Word-level diversity and loop measures of one text.
 
 The definitions follow the public slop-score leaderboard where it gives one:
-words are runs of letters, digits and inner apostrophes, lower-cased; MATTR is
+words are runs of letters, digits and inner apostrophes, lower-cased (in scripts
+written without spaces between words, Han, Kana, Thai and the others of
+``strategy.word_scripts``, each character is a word, as LoopGuard counts them); MATTR is
 the mean type/token ratio over every window of 500 words (the plain type/token
 ratio when the text is shorter). A text *loops* when some run of 4 words occurs
 3 times or more in it.
@@ -19,14 +21,21 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-WORD = re.compile(r"\w+(?:['’]\w+)*")
+from backtrack_sampler.strategy.word_scripts import SPACED_WORD_CHAR, UNSPACED_CHAR
+
+WORD = re.compile(rf"{UNSPACED_CHAR}|{SPACED_WORD_CHAR}+(?:['’]{SPACED_WORD_CHAR}+)*")
 LOOP_N = 4  # a loop: a run of LOOP_N words ...
 LOOP_REPEATS = 3  # ... that occurs LOOP_REPEATS times or more
 MATTR_WINDOW = 500
 
 
 def words(text: str) -> list[str]:
-    """The lower-cased words of ``text`` (letters, digits, inner apostrophes)."""
+    """The lower-cased words of ``text`` (letters, digits, inner apostrophes; one per Han or Kana character).
+
+    Example:
+        >>> words("我的iPhone, don't")
+        ['我', '的', 'iphone', "don't"]
+    """
     return [w.lower() for w in WORD.findall(text)]
 
 

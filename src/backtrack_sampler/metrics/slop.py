@@ -43,6 +43,7 @@ from collections.abc import Iterable, Sequence
 from backtrack_sampler.metrics.diversity import WORD, ngrams, words
 from backtrack_sampler.metrics.stopwords import STOPWORDS
 from backtrack_sampler.strategy.ban_rules import BanPhrase
+from backtrack_sampler.strategy.word_scripts import UNSPACED_CLASS, is_spaced_word_char
 
 PER = 1000  # rates are per 1,000 words or characters
 REPEATED_MIN = 3  # a trigram is "repeated" when it occurs this often or more across the texts
@@ -53,10 +54,12 @@ def _phrase_pattern(phrase: BanPhrase) -> re.Pattern[str]:
     """A regex finding ``phrase`` as AntiSlop matches it (whole words, ignoring case, unless it says otherwise)."""
     body = re.escape(phrase.text)
     if phrase.whole_word is not False:
-        if re.match(r"\w", phrase.text[0]):
-            body = r"(?<!\w)" + body
-        if re.match(r"\w", phrase.text[-1]):
-            body += r"(?!\w)"
+        # A spaced word character at an edge needs a word boundary; next to an unspaced one (Han, Kana, Thai)
+        # there is always one: strategy.word_scripts' rule, as AntiSlop applies it.
+        if is_spaced_word_char(phrase.text[0]):
+            body = rf"(?:(?<!\w)|(?<={UNSPACED_CLASS}))" + body
+        if is_spaced_word_char(phrase.text[-1]):
+            body += rf"(?:(?!\w)|(?={UNSPACED_CLASS}))"
     return re.compile(body, 0 if phrase.ignore_case is False else re.IGNORECASE)
 
 
