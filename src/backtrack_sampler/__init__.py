@@ -24,6 +24,7 @@ from backtrack_sampler.strategy.ban_rules import BanPhrase, BanRegex, load_ban_l
 from backtrack_sampler.strategy.chain_strategy import ChainStrategy
 from backtrack_sampler.strategy.creative_writing_strategy import CreativeWritingStrategy
 from backtrack_sampler.strategy.debug_strategy import DebugStrategy
+from backtrack_sampler.strategy.dry_strategy import DryStrategy
 from backtrack_sampler.strategy.human_guidance_strategy import HumanGuidanceStrategy
 from backtrack_sampler.strategy.json_strategy import JsonStrategy
 from backtrack_sampler.strategy.loop_guard_strategy import LoopGuardStrategy
@@ -44,6 +45,7 @@ __all__ = [
     "CreativeWritingStrategy",
     "DebugStrategy",
     "Decision",
+    "DryStrategy",
     "Event",
     "FinishEvent",
     "GenerationContext",

@@ -83,6 +83,7 @@ BUILTINS = (
     StrategyEntry("debug", f"{_PACKAGE}.debug_strategy:DebugStrategy", interactive=True),
     StrategyEntry("human", f"{_PACKAGE}.human_guidance_strategy:HumanGuidanceStrategy", interactive=True),
     StrategyEntry("loop_guard", f"{_PACKAGE}.loop_guard_strategy:LoopGuardStrategy", ("loopguard",)),
+    StrategyEntry("dry", f"{_PACKAGE}.dry_strategy:DryStrategy"),
     StrategyEntry("chain", f"{_PACKAGE}.chain_strategy:ChainStrategy"),
 )
 """The built-in strategies, with their aliases: the same names pyproject.toml declares as entry points."""
