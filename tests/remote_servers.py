@@ -88,19 +88,23 @@ def vllm_server(
 
 
 @contextlib.contextmanager
-def our_server(provider, model_name: str = "smollm2") -> Iterator[str]:
-    """``backtrack_sampler.server.create_app(provider)`` under uvicorn in a thread; yield its base URL."""
+def our_server(provider, model_name: str = "smollm2", api_key: str | None = None) -> Iterator[str]:
+    """``backtrack_sampler.server.create_app(provider)`` under uvicorn in a thread; yield its base URL.
+
+    With ``api_key`` the server requires it (``/v1/models`` included: wait on ``/health``).
+    """
     import uvicorn
 
     from backtrack_sampler.server import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(provider, model_name), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(provider, model_name, api_key=api_key)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        wait_ready(f"http://127.0.0.1:{port}/v1/models", 60)
+        wait_ready(f"http://127.0.0.1:{port}" + ("/health" if api_key else "/v1/models"), 60)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.should_exit = True
@@ -157,3 +161,29 @@ def vllm_completion(url: str, prompt: list[int], max_tokens: int, xargs: dict | 
 def token_ids(choice: dict) -> list[int]:
     """The ids of a choice's tokens (``return_tokens_as_token_ids``)."""
     return [int(t.split(":")[1]) for t in choice["logprobs"]["tokens"]]
+
+
+@contextlib.contextmanager
+def serve_remote(remote_url: str, tokenizer: Path, *args: str, timeout: float = 120) -> Iterator[str]:
+    """``backtrack-sampler serve --remote-url`` (the CLI, as a user runs it) on a free port; yield its base URL.
+
+    ``args`` are added to the command line (``--parallel 4``...). The server
+    and whatever it starts end with this (``process_tree``).
+    """
+    import sys
+
+    port = free_port()
+    command = [
+        sys.executable, "-m", "backtrack_sampler", "serve", "--port", str(port), "--log-level", "warning",
+        "--remote-url", remote_url, "--remote-model", VLLM_MODEL_NAME, "--tokenizer", str(tokenizer), *args,
+    ]  # fmt: skip
+    log = Path(tempfile.mkstemp(prefix="serve-remote-", suffix=".log")[1])
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BACKTRACK_SAMPLER_")}
+    with log.open("wb") as out:
+        process = process_tree.start(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", timeout, process, log)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process_tree.stop(process)
+        log.unlink(missing_ok=True)

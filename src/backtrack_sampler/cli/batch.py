@@ -38,10 +38,9 @@ from backtrack_sampler.cli.options import (
     load_batched,
     load_provider,
     merged_bans,
-    model_file,
-    non_empty,
     one_line,
 )
+from backtrack_sampler.cli.remote_options import add_remote_options, check_remote_flags, open_remote
 
 DEFAULT_CONCURRENCY = 8
 MAX_LOCAL_CONCURRENCY = 256  # BatchedLlamacpp's limit on sequence slots
@@ -130,22 +129,8 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
     add_model_options(batch.add_argument_group("local model (default: the embedded SmolLM2 through llama.cpp)"))
 
     g = batch.add_argument_group("remote engine (vLLM, SGLang, backtrack-sampler serve)")
-    g.add_argument("--remote-url", type=non_empty, metavar="URL", help="e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--remote-model", type=non_empty, metavar="NAME", help="the served model's name")
-    g.add_argument(
-        "--tokenizer",
-        type=model_file,
-        metavar="PATH",
-        help="the served model's .gguf or HF directory (token ids are sent, never text)",
-    )
+    add_remote_options(g)
     add_api_key_option(g, "bearer token for the server")
-    g.add_argument(
-        "--remote-mode",
-        choices=("auto", "chunk", "step"),
-        default="auto",
-        help="chunk: the engine samples chunks the strategy checks; step: one token per request (default: auto)",
-    )
-    g.add_argument("--chunk-size", type=int_at_least(1), default=64, metavar="N", help="tokens per chunk")
 
     g = batch.add_argument_group("defaults for lines that do not set them")
     g.add_argument("--max-tokens", type=int_at_least(1), default=256, metavar="N", help="(default: 256)")
@@ -196,16 +181,9 @@ def _ftpo_settings(args: argparse.Namespace) -> FtpoSettings | None:
 
 
 def _check_backend(args: argparse.Namespace) -> None:
+    check_remote_flags(args, {"--model": args.model is not None})
     if args.remote_url is not None:
-        for flag, value in (("--remote-model", args.remote_model), ("--tokenizer", args.tokenizer)):
-            if value is None:
-                raise CliError(f"argument {flag}: --remote-url needs {flag}")
-        if args.model is not None:
-            raise CliError("argument --model: give either --model (local) or --remote-url, not both")
         return
-    for flag in ("--remote-model", "--tokenizer"):
-        if getattr(args, dest(flag)) is not None:
-            raise CliError(f"argument {flag}: only applies with --remote-url")
     if args.backend == "transformers" and args.concurrency not in (None, 1):
         raise CliError(
             f"argument --concurrency: --backend transformers runs one sequence at a time, got {args.concurrency}; "
@@ -244,23 +222,7 @@ def _open_providers(args: argparse.Namespace) -> Iterator[list]:
 
 
 def _remote_providers(args: argparse.Namespace, n: int) -> list:
-    try:
-        from backtrack_sampler.provider.remote import OpenAICompatibleProvider, RemoteError
-    except ImportError as exc:
-        raise CliError(
-            f"--remote-url needs httpx ({exc}); install it with: pip install 'backtrack_sampler[remote]'"
-        ) from None
-    try:
-        base = OpenAICompatibleProvider(
-            args.remote_url,
-            args.remote_model,
-            api_key=args.api_key,
-            tokenizer=args.tokenizer,
-            mode=args.remote_mode,
-            chunk_size=args.chunk_size,
-        )
-    except RemoteError as exc:
-        raise CliError(f"argument --remote-url: {exc}") from None
+    base = open_remote(args, args.api_key, "--api-key")
     return [base] + [base.spawn() for _ in range(n - 1)]
 
 

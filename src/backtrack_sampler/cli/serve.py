@@ -2,7 +2,12 @@
 
 The model is loaded as ``generate`` loads it (``options.load_provider``), or,
 with ``--parallel N`` > 1 (the default with llama.cpp), as a
-``BatchedLlamacpp`` of N sequence slots (``models.load_batched``). The
+``BatchedLlamacpp`` of N sequence slots (``models.load_batched``). With
+``--remote-url`` the engine runs over a remote OpenAI-compatible engine
+(vLLM...): a ``RemotePool`` of ``--parallel`` providers spawned from one
+``OpenAICompatibleProvider`` (flags shared with ``batch``: ``remote_options``),
+which keeps no state of a request for the next, so replicas of this server
+can share one engine behind a load balancer. The
 limit flags (``--max-tokens-limit``, ``--max-bans``, ...) are made from the
 fields of ``ServerSettings`` that carry a ``minimum``: one default each, the
 help from the class's docstring. FastAPI and uvicorn are imported only when
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import os
 import re
 import sys
 from pathlib import Path
@@ -30,6 +36,7 @@ from backtrack_sampler.cli.options import (
     number,
     port,
 )
+from backtrack_sampler.cli.remote_options import add_remote_options, check_remote_flags, open_remote
 from backtrack_sampler.server.settings import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_HEADER_BYTES,
@@ -39,6 +46,7 @@ from backtrack_sampler.server.settings import (
 )
 
 DEFAULT_PARALLEL = 8
+REMOTE_API_KEY_ENV = "BACKTRACK_SAMPLER_REMOTE_API_KEY"
 DEFAULT_SAVED_PREFIXES = 16
 MAX_PARALLEL = 256  # BatchedLlamacpp's limit
 
@@ -52,6 +60,8 @@ examples:
   backtrack-sampler serve --model org/repo-GGUF:Q4_K_M      # a hub id: fetched into the hub cache
   backtrack-sampler serve --api-key s3cret                  # or set {API_KEY_ENV}
   backtrack-sampler serve --host 0.0.0.0 --allowed-host my-box.lan --api-key s3cret
+  backtrack-sampler serve --remote-url http://127.0.0.1:8001/v1 --remote-model smollm2 \\
+      --tokenizer ./SmolLM2.gguf --parallel 16        # over a vLLM engine: backtracking on its tokens
 
 Then open http://127.0.0.1:8000/ for the playground, or point any OpenAI client at
 http://127.0.0.1:8000/v1. Bans and strategies ride as extra body fields
@@ -78,7 +88,19 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         "--model-name",
         type=non_empty,
         metavar="ID",
-        help="the model id clients send and /v1/models lists (default: the model file's name)",
+        help="the model id clients send and /v1/models lists (default: the model file's name, or --remote-model)",
+    )
+
+    g = serve.add_argument_group(
+        "remote engine (instead of a local model: vLLM, SGLang, another backtrack-sampler serve)"
+    )
+    add_remote_options(g)
+    g.add_argument(
+        "--remote-api-key",
+        type=non_empty,
+        default=os.environ.get(REMOTE_API_KEY_ENV) or None,
+        metavar="KEY",
+        help=f"bearer token for the remote engine (default: ${REMOTE_API_KEY_ENV}; --api-key is this server's own)",
     )
 
     g = serve.add_argument_group("network")
@@ -157,7 +179,8 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
             "running batch as they come, the n choices of one request run side by side, more than N wait in "
             "arrival order. Each sequence holds --n-ctx positions, so KV memory grows with N x --n-ctx. "
             f"1: one sequence at a time (default: {DEFAULT_PARALLEL} with llama.cpp; "
-            "--backend transformers serves one at a time)"
+            "--backend transformers serves one at a time). With --remote-url: the generations sent to the "
+            f"engine at once (default: {DEFAULT_PARALLEL})"
         ),
     )
     g.add_argument(
@@ -223,8 +246,12 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CliError(
             f"the server needs FastAPI and uvicorn ({exc}); install them with: pip install 'backtrack_sampler[server]'"
         ) from None
+    _check_remote(args)
     parallel = _parallel(args)
-    if parallel > 1:
+    if args.remote_url is not None:
+        model = _remote_pool(args, parallel)
+        served = f"over {args.remote_url}, {parallel} sequences at once, {_positions(model.context_length)}"
+    elif parallel > 1:
         model = load_batched(args, parallel)
         served = f"{parallel} sequences at once, {model.context_length} positions each"
     else:
@@ -233,7 +260,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if saved:
             model.keep_snapshots(saved)
         served = "one sequence at a time"
-    name = args.model_name or _default_name(args.model)
+    name = args.model_name or args.remote_model or _default_name(args.model)
     limits = {field.name: getattr(args, field.name) for field in limit_fields()}
     hosts = allowed_hosts(args.host, args.allowed_host)
     try:
@@ -245,7 +272,7 @@ def run_serve(args: argparse.Namespace) -> int:
         http = uvicorn_options(args.header_timeout, args.max_header_bytes)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **http)
     finally:
-        if parallel > 1:
+        if parallel > 1 or args.remote_url is not None:
             model.close()
     return 0
 
@@ -255,8 +282,38 @@ def allowed_hosts(bind: str, extra: list[str] | None) -> tuple[str, ...]:
     return (*hosts_for_bind(bind), *(extra or ()))
 
 
+def _check_remote(args: argparse.Namespace) -> None:
+    """``--remote-url`` needs its flags and takes none of a local model's; the remote flags need it."""
+    local = {
+        "--model": args.model is not None,
+        "--backend": args.backend != "llamacpp",
+        "--n-ctx": args.n_ctx is not None,
+        "--force-n-ctx": args.force_n_ctx,
+        "--threads": args.threads is not None,
+        "--saved-prefixes": args.saved_prefixes is not None,
+    }
+    check_remote_flags(args, local)
+    if args.remote_url is None and args.remote_api_key is not None and REMOTE_API_KEY_ENV not in os.environ:
+        raise CliError("argument --remote-api-key: only applies with --remote-url")
+
+
+def _remote_pool(args: argparse.Namespace, parallel: int):
+    """``--parallel`` providers on the remote engine (``RemotePool``); the engine is asked for its context now."""
+    from backtrack_sampler.provider.remote.pool import RemotePool
+
+    return RemotePool(open_remote(args, args.remote_api_key, "--remote-api-key"), parallel)
+
+
+def _positions(context_length: int | None) -> str:
+    if context_length is None:
+        return "the engine's context length unknown (it lists no max_model_len): prompts are not checked against it"
+    return f"{context_length} positions each"
+
+
 def _parallel(args: argparse.Namespace) -> int:
     """How many sequences to decode at once: ``--parallel``, or the backend's default; refuse what cannot work."""
+    if args.remote_url is not None:
+        return DEFAULT_PARALLEL if args.parallel is None else args.parallel
     if args.backend == "transformers":
         if args.parallel is not None and args.parallel > 1:
             raise CliError(
