@@ -6,6 +6,9 @@ Routes:
   or not; see ``schemas`` for the fields, ``responses`` for the shapes.
 - ``GET /v1/models``, ``GET /health``.
 - ``GET /``: the playground (static files under ``server/static``).
+- The endpoints of TabbyAPI, text-generation-webui, llama.cpp's server and
+  KoboldCpp (``compat``), so their clients work unchanged; a generating one
+  runs as the ``/v1/completions`` request it means.
 
 Every request first passes ``guard.RequestGuard`` (its ``Host``, the API key,
 the body's size and time); ``openapi`` describes what each route answers.
@@ -14,13 +17,12 @@ answers malformed HTTP with the same JSON error body, when ``serve`` runs it.
 A request is checked and planned in a thread (``prepare``), then its choices
 are queued on the model's worker (``worker``): one thread for a provider,
 one per slot for a ``SequencePool`` (``BatchedLlamacpp``, continuous
-batching). The event loop only waits for outputs and formats them. A client
-that disconnects cancels its job.
+batching). The event loop only waits for outputs (``jobs``) and formats
+them. A client that disconnects cancels its job.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -33,6 +35,8 @@ from starlette.concurrency import run_in_threadpool
 
 from backtrack_sampler import __version__
 from backtrack_sampler.provider.base_provider import BaseProvider
+from backtrack_sampler.server import jobs
+from backtrack_sampler.server.compat import include_compat_routes
 from backtrack_sampler.server.errors import APIError, error_body, install_error_handlers
 from backtrack_sampler.server.generation import GenerationPlan
 from backtrack_sampler.server.guard import RequestGuard
@@ -42,7 +46,7 @@ from backtrack_sampler.server.responses import ChatFormatter, CompletionFormatte
 from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from backtrack_sampler.server.settings import ServerSettings
 from backtrack_sampler.server.sse import DONE, EventStreamResponse, sse
-from backtrack_sampler.server.worker import Job, JobEnded, JobFailed, ModelWorker, SequencePool
+from backtrack_sampler.server.worker import Job, JobFailed, ModelWorker, SequencePool
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -62,7 +66,8 @@ def create_app(
             slot; prompts are checked against one slot's context). Every app
             on one model shares its worker.
         model_name: the id listed by ``/v1/models``.
-        api_key: when given, ``/v1/...`` requests need ``Authorization: Bearer <api_key>``.
+        api_key: when given, every request but ``/health``, ``/`` and ``/static/...`` needs it
+            (``Authorization: Bearer <api_key>`` or ``x-api-key: <api_key>``).
         **limits: the other fields of ``ServerSettings``: ``allowed_hosts`` (the names
             clients may send in ``Host``; default: this machine's loopback names, so an app
             served on another address, or tested with FastAPI's ``TestClient`` (``testserver``),
@@ -113,6 +118,7 @@ def create_app(
         return await _generate(request, body, chat_plan, ChatFormatter)
 
     app.include_router(api)
+    include_compat_routes(app)  # TabbyAPI's, text-generation-webui's, llama.cpp's and KoboldCpp's routes
 
     @app.get("/health", response_model=None, responses=ROUTE_RESPONSES["health"])
     async def health() -> dict[str, Any]:
@@ -165,50 +171,16 @@ async def _generate(
 async def _respond(request: Request, job: Job, formatter: Formatter, stream: bool):
     if stream:
         return EventStreamResponse(_event_stream(job, formatter))
-    try:
-        failure = await _collect(request, job, formatter)
-    finally:
-        job.cancel()  # no-op once finished; stops the generation if the client went away
+    failure = await jobs.collect(request, job, formatter.collect)
     if failure is not None:
         raise APIError(failure.message, param=failure.param, status=failure.status)
     return JSONResponse(formatter.response())
 
 
-async def _collect(request: Request, job: Job, formatter: Formatter) -> JobFailed | None:
-    """Gather every output of ``job``; return early (cancelling it) if the client disconnects."""
-    disconnected = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        while True:
-            getter = asyncio.ensure_future(job.outputs.get())
-            await asyncio.wait({getter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
-                job.cancel()
-                return None
-            item = getter.result()
-            if isinstance(item, JobEnded):
-                return None
-            if isinstance(item, JobFailed):
-                return item
-            formatter.collect(item)
-    finally:
-        disconnected.cancel()
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 async def _event_stream(job: Job, formatter: Formatter) -> AsyncIterator[str]:
     """The SSE body of a streamed request; leaving it early (client gone) cancels the job."""
     try:
-        while True:
-            item = await job.outputs.get()
-            if isinstance(item, JobEnded):
-                break
+        async for item in jobs.outputs(job):
             if isinstance(item, JobFailed):
                 kind = "invalid_request_error" if item.status < 500 else "server_error"
                 yield sse(error_body(item.message, kind, item.param))

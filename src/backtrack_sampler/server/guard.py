@@ -5,9 +5,11 @@
    drive a server on this machine through a DNS name it rebinds to 127.0.0.1
    (the browser would send that name). A request without ``Host`` (HTTP/1.0)
    cannot come from such a page and is let through.
-2. **API key.** With an API key set, ``/v1/...`` needs ``Authorization: Bearer <key>``:
-   401 otherwise, before the body is read, so a keyless client learns nothing
-   from how its body is parsed.
+2. **API key.** With an API key set, every path but ``/health``, ``/`` and
+   ``/static/...`` needs it, as ``Authorization: Bearer <key>`` (OpenAI's
+   clients, KoboldCpp's) or ``x-api-key: <key>`` (TabbyAPI's, text-generation-webui's;
+   either one may be right): 401 otherwise, before the body is read, so a keyless
+   client learns nothing from how its body is parsed.
 3. **Body size.** A ``Content-Length`` over ``max_body_bytes`` is answered 413
    at once; a body sent without one (chunked) is counted as it arrives and
    answered 413 when it passes the limit. The body is read here, then handed
@@ -33,6 +35,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backtrack_sampler.server.errors import APIError, error_response, short_repr
 from backtrack_sampler.server.settings import ServerSettings
+
+PUBLIC_PATHS = frozenset({"/", "/health"})
+"""The paths answered without the API key (with ``/static/...``: the playground's files)."""
 
 
 class RequestGuard:
@@ -71,13 +76,20 @@ class RequestGuard:
 
     def check_api_key(self, path: str, headers: Headers) -> None:
         key = self.settings.api_key
-        if key is None or not (path == "/v1" or path.startswith("/v1/")):
+        if key is None or path in PUBLIC_PATHS or path.startswith("/static/"):
             return
-        header = headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-            message = "missing API key: send 'Authorization: Bearer <key>'" if not header else "invalid API key"
-            raise APIError(message, status=401, code="invalid_api_key")
+        authorization = headers.get("authorization")
+        api_key = headers.get("x-api-key")
+        if authorization is None and api_key is None:
+            raise APIError(
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                status=401,
+                code="invalid_api_key",
+            )
+        scheme, _, token = (authorization or "").partition(" ")
+        bearer = scheme.lower() == "bearer" and _same(token.strip(), key)
+        if not (bearer or (api_key is not None and _same(api_key.strip(), key))):
+            raise APIError("invalid API key", status=401, code="invalid_api_key")
 
     async def read_body(self, headers: Headers, receive: Receive) -> bytes | None:
         """The whole body, at most ``max_body_bytes`` of it (413 beyond), within ``body_timeout`` (408 beyond).
@@ -110,6 +122,11 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _same(given: str, key: str) -> bool:
+    """``given`` (a header's value, which Starlette decodes as Latin-1) is the key, in constant time."""
+    return hmac.compare_digest(given.encode("latin-1"), key.encode())
 
 
 def _too_large(limit: int, detail: str) -> APIError:

@@ -189,11 +189,72 @@ def _generation(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     return {200: ok, **_errors(400, 401, 403, 404, 413, "4XX")}
 
 
+_KOBOLD_STREAM = {
+    "schema": {
+        "type": "object",
+        "description": 'Server-sent events, each `event: message` and `data: {"token": ..., "finish_reason": ...}`; '
+        'the last has `finish_reason` `"stop"` or `"length"` (or `"error"` and an `error` object).',
+        "properties": {"event": {"const": "message"}, "data": {"type": "string"}},
+        "required": ["event", "data"],
+    }
+}
+
+
+def _answer(model: type[BaseModel], *statuses: int | str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model}, **_errors(*statuses)}
+
+
+def _dialect_generation(model: type[BaseModel], stream: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    ok = {"model": model, "description": "The completion, or its stream.", "content": {"text/event-stream": stream}}
+    return {200: ok, **_errors(400, 401, 403, 413, "4XX")}
+
+
+def _compat_responses() -> dict[str, dict[int | str, dict[str, Any]]]:
+    """The routes of the other servers' dialects (``server.compat``)."""
+    from backtrack_sampler.server.compat import shapes
+
+    llama_stream = {
+        "schema": {
+            "type": "object",
+            "description": 'Server-sent events `data: {"content": ..., "stop": false, ...}`, then the answer with '
+            '`stop: true` (an error: `{"error": ...}`); no `[DONE]`.',
+            "properties": {"data": {"type": "string"}},
+            "required": ["data"],
+        }
+    }
+    body_errors = (400, 401, 403, 413, "4XX")
+    return {
+        "tabby_model": _answer(shapes.TabbyModelCard, 401, 403, "4XX"),
+        "tabby_model_list": _answer(shapes.TabbyModelList, 401, 403, "4XX"),
+        "tabby_encode": _answer(shapes.TokensAndLength, *body_errors),
+        "tabby_decode": _answer(shapes.DecodedText, *body_errors),
+        "ooba_model_info": _answer(shapes.OobaModelInfo, 401, 403, "4XX"),
+        "ooba_encode": _answer(shapes.TokensAndLength, *body_errors),
+        "ooba_decode": _answer(shapes.DecodedText, *body_errors),
+        "ooba_token_count": _answer(shapes.TokenCount, *body_errors),
+        "tokenize": _answer(shapes.TokenizeResponse, *body_errors),
+        "detokenize": _answer(shapes.DetokenizeResponse, *body_errors),
+        "props": _answer(shapes.Props, 401, 403, "4XX"),
+        "llamacpp_completion": _dialect_generation(shapes.LlamaCompletionResponse, llama_stream),
+        "kobold_generate": _dialect_generation(shapes.KoboldResults, _KOBOLD_STREAM),
+        "kobold_generate_stream": {
+            200: {"description": "KoboldCpp's stream.", "content": {"text/event-stream": _KOBOLD_STREAM}},
+            **_errors(*body_errors),
+        },
+        "kobold_abort": _answer(shapes.KoboldAbort, *body_errors),
+        "kobold_tokencount": _answer(shapes.KoboldTokenCount, *body_errors),
+        "kobold_result": _answer(shapes.KoboldResult1, 401, 403, "4XX"),
+        "kobold_version": _answer(shapes.KoboldVersion, 401, 403, "4XX"),
+        "kobold_value": _answer(shapes.KoboldValue, 401, 403, "4XX"),
+    }
+
+
 ROUTE_RESPONSES: dict[str, dict[int | str, dict[str, Any]]] = {
     "completions": _generation(CompletionResponse),
     "chat": _generation(ChatCompletionResponse),
     "models": {200: {"model": ModelList}, **_errors(401, 403, "4XX")},
     "model": {200: {"model": ModelCard}, **_errors(401, 403, 404, "4XX")},
     "health": {200: {"model": Health}, **_errors(403, "4XX")},
+    **_compat_responses(),
 }
-"""The ``responses`` of each route (by the route's name in ``app``)."""
+"""The ``responses`` of each route (by the route's name in ``app``; the other servers' routes in ``server.compat``)."""
