@@ -7,9 +7,10 @@ in front of:
   error lines, the engine's context length feeding the prompt checks, bans
   streamed, and two replicas answering a conversation alike whichever served
   its previous turn (no state kept between requests);
-- the real vLLM CPU build (marked ``vllm``; skipped without its venv): streamed
-  requests with bans through both endpoints, several clients at once. Kept short:
-  vLLM on two cores is slow.
+- the real vLLM CPU build (marked ``vllm``; skipped without its venv), without our
+  logits processor (bans through logit_bias) and with it: streamed requests with
+  bans through both endpoints, several clients at once. Kept short: vLLM on two
+  cores is slow.
 
 Bans are words of a control run without them (never words written here), so the
 tests hold on every CPU.
@@ -208,32 +209,37 @@ def test_replicas_answer_a_conversation_alike_whichever_served_its_last_turn(eng
     """Two servers over one engine (as behind a load balancer): each turn is the same on either replica."""
     with serve_remote(engine[0], smollm_path) as first, serve_remote(engine[0], smollm_path) as second:
         messages = [{"role": "user", "content": "Name a colour and say why you like it."}]
-        for turn in range(3):
-            body = request_body("chat/completions", messages=messages, banned_strings=["blue", "red"])
+        bans = ["blue", "red"]
+        for turn in range(2):  # turn 1 went to both; turn 2 goes on from it, again on both
+            body = request_body("chat/completions", messages=messages, banned_strings=bans)
             answers = [answer_text("chat/completions", post(url, "chat/completions", body)) for url in (first, second)]
             assert answers[0] == answers[1], (turn, answers)
-            assert not banned_phrase_pattern(["blue", "red"]).search(answers[0]), answers
-            replica = (first, second)[turn % 2]  # the next turn goes on after the other replica's answer
-            messages += [
-                {
-                    "role": "assistant",
-                    "content": answer_text("chat/completions", post(replica, "chat/completions", body)),
-                }
-            ]
-            messages += [{"role": "user", "content": "And another one?"}]
+            assert answers[0] and not banned_phrase_pattern(bans).search(answers[0]), answers
+            messages += [{"role": "assistant", "content": answers[0]}, {"role": "user", "content": "And another?"}]
 
 
 # -- over vLLM ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def vllm_served(smollm_path):
-    """``serve --remote-url`` (4 generations at once) over the real vLLM CPU build on the embedded model."""
+def vllm_served(request, smollm_path):
+    """``serve --remote-url`` (4 generations at once) over the real vLLM CPU build on the embedded model.
+
+    ``request.param``: whether vLLM loads our logits processor (bans in the chunk requests) or not (logit_bias).
+    """
     pytest.importorskip("llama_cpp", reason="the GGUF tokenizer needs llama-cpp-python")
-    with vllm_for_module() as vllm_url, serve_remote(vllm_url, smollm_path, "--parallel", "4") as url:
+    with (
+        vllm_for_module(plugin=request.param) as vllm_url,
+        serve_remote(vllm_url, smollm_path, "--parallel", "4") as url,
+    ):
         yield url
 
 
 @pytest.mark.vllm
-@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(
+    ("vllm_served", "endpoint"),
+    [(False, "completions"), (True, "chat/completions")],
+    ids=["completions-logit_bias", "chat-plugin"],
+    indirect=["vllm_served"],
+)
 def test_concurrent_streams_with_bans_over_vllm(vllm_served, endpoint):
     bans = bans_from_control(vllm_served, endpoint)
     alone, rewinds = banned_run_is_clean(vllm_served, endpoint, bans)
