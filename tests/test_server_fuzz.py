@@ -150,6 +150,35 @@ def test_real_answers_fit_their_schemas(document):
     validate(document, not_allowed.json(), "ErrorBody")
 
 
+def test_the_other_servers_answers_fit_their_schemas(document):
+    """TabbyAPI's, text-generation-webui's, llama.cpp's and KoboldCpp's routes (``server.compat``) are documented."""
+    http = in_process_client(fuzz_app())
+    answers = {
+        "TabbyModelCard": http.get("/v1/model"),
+        "TabbyModelList": http.get("/v1/model/list"),
+        "OobaModelInfo": http.get("/v1/internal/model/info"),
+        "Props": http.get("/props"),
+        "KoboldResult1": http.get("/api/v1/model"),
+        "KoboldVersion": http.get("/api/extra/version"),
+        "KoboldValue": http.get("/api/v1/config/max_context_length"),
+        "TokensAndLength": http.post("/v1/token/encode", json={"text": "Hi"}),
+        "DecodedText": http.post("/v1/internal/decode", json={"tokens": [5]}),
+        "TokenCount": http.post("/v1/internal/token-count", json={"text": "Hi"}),
+        "TokenizeResponse": http.post("/tokenize", json={"content": "Hi", "with_pieces": True}),
+        "DetokenizeResponse": http.post("/detokenize", json={"tokens": [5]}),
+        "LlamaCompletionResponse": http.post("/completion", json={"prompt": "Hi", "n_predict": 4, "n_probs": 2}),
+        "KoboldResults": http.post("/api/v1/generate", json={"prompt": "Hi", "max_length": 4, "n": 2}),
+        "KoboldTokenCount": http.post("/api/extra/tokencount", json={"prompt": "Hi"}),
+        "KoboldAbort": http.post("/api/extra/abort"),
+    }
+    for name, response in answers.items():
+        assert response.status_code == 200, (name, response.text)
+        validate(document, response.json(), name)
+    for path in ("/completion", "/api/v1/generate", "/tokenize", "/v1/token/decode"):
+        validate(document, http.post(path, json={"tokens": "x", "prompt": 5}).json(), "ErrorBody")
+        assert "ErrorBody" in str(document["paths"][path]["post"]["responses"]["400"])
+
+
 # -- the document and the server agree at the edges ----------------------------------------------------
 # The values a boundary search tries first, for every field; a few bodies for the rules between fields.
 EDGE_VALUES = [None, "", "x", "think", " 1", [], [""], ["x"], [[]], [-1], {}, {" 1": 1}, 0, -1, 1, 1.5, True]
@@ -273,7 +302,18 @@ SCHEMA.config.generation.update(deterministic=True, database="none")
 SCHEMA.config.checks.negative_data_rejection.expected_statuses = ["400", "401", "403", "404", "405", "413"]
 
 
-@SCHEMA.parametrize()
+# The other servers' routes (server.compat, by their tags) take fewer examples: most only tokenize, and the
+# generating ones turn their body into a /v1/completions request, fuzzed above with 200.
+COMPAT_TAGS = "^(TabbyAPI|text-generation-webui|llama\\.cpp server|KoboldCpp)$"
+
+
+@SCHEMA.exclude(tag_regex=COMPAT_TAGS).parametrize()
 @settings(max_examples=200, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_fuzzing_finds_no_5xx_and_every_answer_fits_the_document(case):
+    case.call_and_validate(checks=CHECKS)
+
+
+@SCHEMA.include(tag_regex=COMPAT_TAGS).parametrize()
+@settings(max_examples=60, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_fuzzing_the_other_servers_routes_finds_no_5xx(case):
     case.call_and_validate(checks=CHECKS)
