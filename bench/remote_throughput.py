@@ -13,6 +13,12 @@ same run:
   bans of a rewound position in the next chunk request, and "chunk, logit_bias"
   is the same server used without it (a one-token request per rewind).
 
+With ``--serve-remote``, one more path: ``backtrack-sampler serve --remote-url``
+started in front of the engine (``--parallel`` the highest concurrency), the
+clients sending it plain ``/v1/completions`` requests with the bans (what a
+deployment's clients do); its row's CPU column is the serve process's CPU per
+token, not the client's. The engine and ``serve`` share this machine's cores.
+
 It prints tokens/s per sequence (median) and aggregate, the aggregate as a
 ratio of the raw engine's at the same concurrency, and per rewind: the tokens
 the engine erased (accepted, then rewound), the tokens thrown away in all
@@ -35,6 +41,7 @@ whatever ends it: SIGTERM (``timeout``), SIGHUP, Ctrl-C or SIGKILL
 
     python bench/remote_throughput.py --server ours
     python bench/remote_throughput.py --server vllm
+    python bench/remote_throughput.py --server vllm --no-plugin --serve-remote --concurrency 1 16 --no-step
 """
 
 from __future__ import annotations
@@ -118,6 +125,92 @@ def start_server(kind: str, plugin: bool = True, block_size: int | None = None) 
         raise
     process_tree.stop(process)
     sys.exit(f"the server was not ready in 600 s; see {log.name}")
+
+
+SERVE_LABEL = "serve --remote-url"
+
+
+def start_serve_remote(engine_url: str, model: str, parallel: int, chunk_size: int) -> tuple[subprocess.Popen, str]:
+    """``serve --remote-url ENGINE`` on a free port, ``parallel`` generations at once; (process, base URL)."""
+    port = free_port()
+    command = [sys.executable, "-m", "backtrack_sampler", "serve", "--port", str(port), "--log-level", "warning"]
+    command += ["--remote-url", engine_url, "--remote-model", model, "--tokenizer", str(default_model_path())]
+    command += ["--parallel", str(parallel), "--chunk-size", str(chunk_size)]
+    log = open(tempfile.mkstemp(prefix="serve-remote-", suffix=".log")[1], "wb")  # noqa: SIM115
+    process = process_tree.start(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                sys.exit(f"serve --remote-url exited ({process.returncode}); see {log.name}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    return process, url + "/v1"
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+    except BaseException:
+        process_tree.stop(process)
+        raise
+    process_tree.stop(process)
+    sys.exit(f"serve --remote-url was not ready in 300 s; see {log.name}")
+
+
+def group_cpu(group: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``group``."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # fields from the third (state) on
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def served(
+    url: str, model: str, batch: list[list[int]], tokens: int, seed: int = 7, threads: int | None = None
+) -> tuple[list[float], float, list[dict]]:
+    """Clients of ``serve --remote-url``: one ``/v1/completions`` request with the bans per sequence (as ``raw``).
+
+    Returns (tok/s each, aggregate, each request's ``backtrack_stats``).
+    """
+    threads = threads or len(batch)
+    rates, stats = [0.0] * len(batch), [{}] * len(batch)
+    clients = [httpx.Client(timeout=600) for _ in range(threads)]
+
+    def one(t: int) -> None:
+        for i in range(t, len(batch), threads):
+            body = {"model": model, "prompt": batch[i], "max_tokens": tokens, "temperature": 0.8, "seed": seed + i}
+            body |= {"banned_strings": BANS, "backtrack_events": True}
+            started = time.perf_counter()
+            response = clients[t].post(url + "/completions", json=body)
+            if response.status_code != 200:
+                raise RuntimeError(f"serve --remote-url answered {response.status_code}: {response.text[:300]}")
+            stats[i] = response.json()["choices"][0]["backtrack_stats"]
+            rates[i] = stats[i]["tokens"] / (time.perf_counter() - started)
+
+    errors: list[BaseException] = []
+
+    def guarded(t: int) -> None:
+        try:
+            one(t)
+        except BaseException as exc:  # noqa: BLE001 - raised below, in the main thread
+            errors.append(exc)
+
+    try:
+        elapsed = all_at_once([lambda t=t: guarded(t) for t in range(threads)])
+    finally:
+        for client in clients:
+            client.close()
+    if errors:
+        raise errors[0]
+    return rates, sum(s["tokens"] for s in stats) / elapsed, stats
 
 
 def prompts(base: OpenAICompatibleProvider, n: int) -> list[list[int]]:
@@ -298,7 +391,35 @@ def measure(url: str, model: str, base, paths: list[Route], k: int, args: argpar
                 }
             )
             print(f"  {k} {path.label}: {total:.1f} tok/s", file=sys.stderr, flush=True)
+        if args.serve is not None:
+            seen.setdefault(SERVE_LABEL, []).append(measure_served(url, model, batch, k, round_, raw_all, args))
+            print(f"  {k} {SERVE_LABEL}: {seen[SERVE_LABEL][-1]['all']:.1f} tok/s", file=sys.stderr, flush=True)
     return [row(k, label, rounds, len(batch) * repeat) for label, rounds in seen.items()]
+
+
+def measure_served(
+    url: str, model: str, batch: list[list[int]], k: int, round_: int, raw_all: float, args: argparse.Namespace
+) -> dict:
+    """One round of the ``serve --remote-url`` path (``args.serve``: its process and URL), as ``measure``'s rows."""
+    process, serve_url = args.serve
+    before, cpu = counters(url), group_cpu(process.pid)
+    each, total, stats = served(serve_url, model, batch, args.tokens, seed=7 + round_, threads=k)
+    cpu, after = group_cpu(process.pid) - cpu, counters(url)
+    emitted, rewinds = sum(s["tokens"] for s in stats), sum(s["rewinds"] for s in stats)
+    generated = delta(before, after, "generated")
+    return {
+        "each": median(each),
+        "all": total,
+        "ratio": total / raw_all,
+        "tokens": emitted,
+        "rewinds": rewinds,
+        "requests": None,  # sent by the serve process: not seen from here
+        "erased": sum(s["tokens_rewound"] for s in stats),
+        "thrown": None if generated is None else generated - emitted,
+        "prefill": prefill(before, after),
+        "cpu": cpu,
+        "lost": (emitted / total - emitted / raw_all) / max(1, rewinds),
+    }
 
 
 def prefill(before: dict[str, float] | None, after: dict[str, float] | None) -> float | None:
@@ -319,7 +440,8 @@ def row(k: int, label: str, rounds: list[dict], raw_requests: int) -> list:
         return cells + [emitted, "-", raw_requests, "-", "-", computed_cell, "-", "-"]
     rewinds = sum(r["rewinds"] for r in rounds)
     thrown = None if any(r["thrown"] is None for r in rounds) else sum(r["thrown"] for r in rounds)
-    cells += [emitted, rewinds, sum(r["requests"] for r in rounds)]
+    requests = "-" if any(r["requests"] is None for r in rounds) else sum(r["requests"] for r in rounds)
+    cells += [emitted, rewinds, requests]
     cells += [per_rewind(sum(r["erased"] for r in rounds), rewinds), per_rewind(thrown, rewinds), computed_cell]
     lost = median([r["lost"] for r in rounds]) if rewinds else None
     cells.append("-" if lost is None else f"{1000 * lost:.0f}")
@@ -345,7 +467,13 @@ def main() -> None:
     )
     parser.add_argument("--block-size", type=int, help="vLLM's --block-size (default: vLLM's own)")
     parser.add_argument("--no-step", action="store_true", help="leave step mode out (the slowest path)")
+    parser.add_argument(
+        "--serve-remote",
+        action="store_true",
+        help="also measure `backtrack-sampler serve --remote-url` in front of the engine (clients send it the bans)",
+    )
     args = parser.parse_args()
+    args.serve = None
 
     process = None
     if args.url:
@@ -374,6 +502,9 @@ def main() -> None:
         raw(url, model, warm, 8)
         for path in paths:
             sampled(base, path, warm, 8)
+        if args.serve_remote:
+            args.serve = start_serve_remote(url, model, max(args.concurrency), args.chunk_size)
+            served(args.serve[1], model, warm, 8)
         rows = []
         for k in args.concurrency:
             rows += measure(url, model, base, paths, k, args)
@@ -389,6 +520,8 @@ def main() -> None:
             print("against the same round's raw engine); tokens, rewinds and requests summed over the rounds.\n")
         print(table(header, rows))
     finally:
+        if args.serve is not None:
+            process_tree.stop(args.serve[0])
         if process is not None:
             process_tree.stop(process)
 
