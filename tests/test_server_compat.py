@@ -344,6 +344,37 @@ def test_abort_without_a_genkey_stops_the_generations_sent_without_one():
     assert replies[0].json()["results"][0]["finish_reason"] == "length"
 
 
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/completion", {"prompt": "Hi", "n_predict": 400, "stream": True}),
+        ("/api/extra/generate/stream", {"prompt": "Hi", "max_length": 400}),
+        ("/api/v1/generate", {"prompt": "Hi", "max_length": 400}),
+    ],
+)
+def test_a_client_that_disconnects_cancels_its_generation(path, body):
+    httpx = pytest.importorskip("httpx")
+    from backtrack_sampler.provider.scripted_provider import ScriptedProvider
+    from server_support import SCRIPTED_VOCAB, LiveServer
+
+    model = HeldModel()
+    app = make_app(ScriptedProvider(SCRIPTED_VOCAB, model.logits, 0, 4096))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        if path.endswith("generate"):  # not streamed: the client gives up waiting (its read timeout)
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(path, json={**body, **GREEDY}, timeout=httpx.Timeout(60, read=5))
+        else:
+            with client.stream("POST", path, json={**body, **GREEDY}) as response:
+                assert response.status_code == 200
+                wait_until(lambda: server.worker.status()["running"] == 1)
+        # The connection is closed: the generation is cancelled though the model still holds its token.
+        wait_until(lambda: server.worker.running is not None and server.worker.running.control.cancelled)
+        model.gate.set()
+        assert server.worker.wait_idle(timeout=60)
+        record = server.worker.history[-1]
+        assert record.status == "cancelled" and record.tokens_after_cancel <= 1 and record.tokens_sampled < 10
+
+
 # -- the API key ----------------------------------------------------------------------------------
 ROUTES = [
     ("GET", "/v1/model", None),
