@@ -1,4 +1,4 @@
-"""Loops: LoopGuard (rewind a repeat) against llama.cpp's DRY and repeat penalty (penalize it), same prompts and seeds.
+"""Loops: LoopGuard (rewind a repeat) against DRY and llama.cpp's repeat penalty (penalize it), same prompts and seeds.
 
 Each method writes one text per prompt (24 prompts: stories, essays,
 explanations; the model's chat template; ``--tokens`` new tokens at most, EOS
@@ -10,8 +10,10 @@ top_p 0.95, top_k off) and the same seed per prompt:
   (``llama_sampler_init_penalties``);
 - the same chain behind DRY (``llama_sampler_init_dry``: multiplier 0.8,
   base 1.75, allowed length 2, the whole context, breakers ``\\n : " *``);
-- ours: ``BacktrackSampler`` with ``LoopGuardStrategy`` (``--min-length``
-  ``--unit`` ``--factor``), and (``--methods ... ours-plain``) with no strategy.
+- ours: ``BacktrackSampler`` with ``DryStrategy`` (the same DRY settings: it
+  computes llama.cpp's penalty; the texts differ only by the random draws),
+  with ``LoopGuardStrategy`` (``--min-length`` ``--unit`` ``--factor``), and
+  (``--methods ... ours-plain``) with no strategy.
 
 llama.cpp's chains see the prompt tokens first (as its CLI and server feed
 them). Per method: texts that loop (``metrics.diversity.loops``: a run of 4
@@ -23,7 +25,7 @@ against the plain llama.cpp run (the fluency cost), mean tokens, tok/s, rewinds
 (and rewinds refused), and LoopGuard's time per token outside the model.
 
     python bench/loop_guard.py [--tokens 512] [--prompts 24] [--min-length 4] [--unit words] [--factor 0]
-        [--methods plain repeat dry guard]   (a subset runs alone: several processes can share the work)
+        [--methods plain repeat dry dry-ours guard]   (a subset runs alone: several processes can share the work)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 
 from backtrack_sampler import BacktrackSampler
 from backtrack_sampler.metrics.diversity import distinct_n, loops, words
+from backtrack_sampler.strategy.dry_strategy import DryStrategy
 from backtrack_sampler.strategy.loop_guard_strategy import LoopGuardStrategy
 from backtrack_sampler.strategy.repeat_index import RepeatIndex
 from common import load_backend, machine, table
@@ -72,8 +75,8 @@ PROMPTS = [
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "top_k": 0}
 DRY = {"multiplier": 0.8, "base": 1.75, "allowed_length": 2, "penalty_last_n": -1, "breakers": ["\n", ":", '"', "*"]}
 REPEAT_PENALTY, REPEAT_LAST_N = 1.1, 64
-METHODS = ("plain", "repeat", "dry", "ours-plain", "guard")
-DEFAULT_METHODS = ("plain", "repeat", "dry", "guard")
+METHODS = ("plain", "repeat", "dry", "dry-ours", "ours-plain", "guard")
+DEFAULT_METHODS = ("plain", "repeat", "dry", "dry-ours", "guard")
 HEADER = [
     "method",
     "texts",
@@ -238,6 +241,8 @@ def measure(
     guard = LoopGuardStrategy(provider, min_length=min_length, unit=unit, factor=factor)
     timed_guard = _Timed(guard)
     guarded = BacktrackSampler(provider, timed_guard)
+    dry = DryStrategy(DRY["multiplier"], DRY["base"], DRY["allowed_length"], DRY["breakers"], DRY["penalty_last_n"])
+    dried = BacktrackSampler(provider, dry)
     plain = BacktrackSampler(provider)
 
     def ours(sampler: BacktrackSampler) -> Generate:
@@ -255,6 +260,7 @@ def measure(
         "plain": ("llama.cpp, no penalty", llama("none")),
         "repeat": (f"llama.cpp repeat_penalty {REPEAT_PENALTY} (last {REPEAT_LAST_N})", llama("repeat")),
         "dry": ("llama.cpp DRY 0.8/1.75/2", llama("dry")),
+        "dry-ours": ("DRY (ours, this strategy) 0.8/1.75/2", ours(dried)),
         "ours-plain": ("ours, no strategy", ours(plain)),
         "guard": (f"ours + LoopGuard ({min_length} {unit}{soft})", ours(guarded)),
     }

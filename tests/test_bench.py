@@ -94,6 +94,7 @@ def test_loop_guard_compares_llamacpp_penalties_and_loop_guard():
         "llama.cpp, no penalty",
         "llama.cpp repeat_penalty 1.1 (last 64)",
         "llama.cpp DRY 0.8/1.75/2",
+        "DRY (ours, this strategy) 0.8/1.75/2",
         "ours + LoopGuard (2 words)",
     ]
     assert all(r["texts"] == "2" for r in rows) and rows[0]["drop vs plain"] == "0"
