@@ -11,13 +11,14 @@ the repeats of a prompt that loops without it.
 from __future__ import annotations
 
 import ctypes
+import re
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from backtrack_sampler import BacktrackSampler, DryStrategy, GenerationContext
+from backtrack_sampler import BacktrackSampler, DryStrategy, GenerationContext, cli
 from backtrack_sampler.core.token_text import TokenText
 from backtrack_sampler.strategy import registry
 from backtrack_sampler.strategy.dry_strategy import DEFAULT_SEQUENCE_BREAKERS, restart_sequences
@@ -237,6 +238,50 @@ def test_the_registry_builds_it_and_names_a_bad_value(smol):
     with pytest.raises(registry.StrategySpecError) as caught:
         registry.build_strategy({"name": "dry", "params": {"multiplier": 0.8, "base": 0.5}}, smol)
     assert caught.value.param == "strategy.params.base" and "0.5" in str(caught.value)
+
+
+def parse(*args: str):
+    return cli.build_parser().parse_args(["generate", "prompt", *args])
+
+
+def test_the_command_line_builds_it_from_its_flags(smol):
+    args = parse("--strategy", "dry")
+    strategy = cli.build_strategy(cli.strategy_names(args), args, smol)
+    assert isinstance(strategy, DryStrategy) and strategy.multiplier == np.float32(0.8)
+    assert (strategy.base, strategy.allowed_length, strategy.penalty_last_n) == (np.float32(1.75), 2, -1)
+    args = parse(
+        "--strategy",
+        "dry",
+        "--dry-multiplier",
+        "1.5",
+        "--dry-base",
+        "2",
+        "--dry-allowed-length",
+        "3",
+        "--dry-sequence-breakers",
+        '["\\n", "User:"]',
+        "--dry-penalty-last-n",
+        "64",
+    )
+    strategy = cli.build_strategy(cli.strategy_names(args), args, smol)
+    assert (strategy.multiplier, strategy.base, strategy.allowed_length) == (1.5, 2.0, 3)
+    assert strategy.sequence_breakers == ("\n", "User:") and strategy.penalty_last_n == 64
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dry-base", "2"], "argument --dry-base: only applies to --strategy dry"),
+        (["--strategy", "dry", "--dry-base", "0.5"], "must be >= 1, got '0.5'"),
+        (["--strategy", "dry", "--dry-multiplier", "-1"], "must be >= 0, got '-1'"),
+        (["--strategy", "dry", "--dry-penalty-last-n", "-2"], "must be an integer >= -1, got '-2'"),
+        (["--strategy", "dry", "--dry-sequence-breakers", "\\n"], "must be a JSON list of non-empty strings"),
+        (["--strategy", "dry", "--dry-sequence-breakers", '[""]'], "must be a JSON list of non-empty strings"),
+    ],
+)
+def test_command_line_flags_are_checked(args, message):
+    with pytest.raises(cli.CliError, match=re.escape(message)):
+        cli.strategy_names(parse(*args))
 
 
 # -- the embedded model ---------------------------------------------------------------------------

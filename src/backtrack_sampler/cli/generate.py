@@ -74,6 +74,13 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
         "--replace-within",
     ),
     "loop_guard": ("--loop-min-length", "--loop-unit", "--loop-include-prompt", "--loop-factor"),
+    "dry": (
+        "--dry-multiplier",
+        "--dry-base",
+        "--dry-allowed-length",
+        "--dry-sequence-breakers",
+        "--dry-penalty-last-n",
+    ),
 }
 
 GENERATE_EXAMPLES = """\
@@ -86,6 +93,7 @@ examples:
   backtrack-sampler generate "Describe a forest" --strategy creative --top-p-flat 0.5 --seed 1
   backtrack-sampler generate "Is 91 prime?" --strategy replace --find "Yes" --replace "Let me check"
   backtrack-sampler generate "Write a long story" --strategy loop-guard --loop-min-length 4 --max-new-tokens 512
+  backtrack-sampler generate "Write a long story" --strategy dry --dry-sequence-breakers '["\\n", ":"]'
   backtrack-sampler generate "Name a color" --strategy debug --max-new-tokens 5 --temperature 0
   echo "Once upon a time" | backtrack-sampler generate - --raw --temperature 0 --max-new-tokens 40
   backtrack-sampler generate "Hello" --model ./other-model.gguf --n-ctx 4096
@@ -184,7 +192,7 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of json, creative, debug, human, adaptive, replace and loop_guard."""
+    """The flags of json, creative, debug, human, adaptive, replace, loop_guard and dry."""
     g = p.add_argument_group("json: keep the output a valid JSON document")
     g.add_argument(
         "--json-root",
@@ -286,6 +294,33 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
         help="0 bans the token that began a repeat; F in (0, 1) multiplies its probability (default: 0)",
     )
 
+    g = p.add_argument_group("dry: penalize each token that would continue a repeat (llama.cpp's DRY)")
+    g.add_argument(
+        "--dry-multiplier",
+        type=float_in(0, None),
+        metavar="M",
+        help="the penalty of a repeat one token over the allowed length; 0: off (default: 0.8)",
+    )
+    g.add_argument("--dry-base", type=float_in(1, None), metavar="B", help="its growth per token (default: 1.75)")
+    g.add_argument(
+        "--dry-allowed-length",
+        type=int_at_least(0),
+        metavar="N",
+        help="the longest repeat left alone, in tokens (default: 2)",
+    )
+    g.add_argument(
+        "--dry-sequence-breakers",
+        type=string_list,
+        metavar="JSON",
+        help='strings a repeat may not run across, as a JSON list (default: ["\\n", ":", "\\"", "*"])',
+    )
+    g.add_argument(
+        "--dry-penalty-last-n",
+        type=int_at_least(-1),
+        metavar="N",
+        help="how many of the last tokens are searched; -1: the whole context, 0: off (default: -1)",
+    )
+
 
 # -- strategies -----------------------------------------------------------------------------------
 def _canonical(name: str) -> str:
@@ -317,6 +352,19 @@ def strategy_names(args: argparse.Namespace) -> list[str]:
     if "human" in chosen and args.prompt == "-":
         raise CliError("argument PROMPT: '-' reads stdin, but --strategy human reads its answers there")
     return names
+
+
+def string_list(text: str) -> list[str]:
+    """``--dry-sequence-breakers``: a JSON list of non-empty strings."""
+    try:
+        value = json.loads(utf8_text(text))
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise argparse.ArgumentTypeError(
+            f'must be a JSON list of non-empty strings, such as ["\\n", ":"], got {text!r}'
+        )
+    return value
 
 
 def strategy_spec(text: str) -> Any:
@@ -393,6 +441,16 @@ _FLAG_PARAMS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "loop_guard": lambda a: given(
         a, min_length="loop_min_length", unit="loop_unit", include_prompt="loop_include_prompt", factor="loop_factor"
     ),
+    "dry": lambda a: {
+        "multiplier": 0.8 if a.dry_multiplier is None else a.dry_multiplier,
+        **given(
+            a,
+            base="dry_base",
+            allowed_length="dry_allowed_length",
+            sequence_breakers="dry_sequence_breakers",
+            penalty_last_n="dry_penalty_last_n",
+        ),
+    },
     "replace": lambda a: {
         "find": a.find,
         "replace": a.replace,
