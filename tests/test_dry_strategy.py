@@ -4,8 +4,9 @@ llama.cpp's ``llama_sampler_init_dry`` (through llama-cpp-python) is fed the sam
 (``llama_sampler_accept``) and applied to the same float32 logits as ``DryStrategy.adjust_logits``:
 named histories (a repeat, breakers, a repeat across a breaker, a breaker of several tokens, a
 repeat long enough to reach the exponent cap, ``penalty_last_n`` windows), then random histories over
-a small set of SmolLM2 tokens. Then the arguments, the registry, and the embedded model: DRY shortens
-the repeats of a prompt that loops without it.
+a small set of SmolLM2 tokens. Then, with no weights, an exact case and a greedy loop on a scripted
+vocabulary, the arguments, the registry and the command line; and on the embedded model, DRY shortens
+the repeats of prompts that loop without it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from backtrack_sampler.core.token_text import TokenText
 from backtrack_sampler.strategy import registry
 from backtrack_sampler.strategy.dry_strategy import DEFAULT_SEQUENCE_BREAKERS, restart_sequences
 from backtrack_sampler.strategy.repeat_index import RepeatIndex
-
-pytestmark = pytest.mark.llamacpp
+from scripted import EOS, ids, make_ctx, text_provider
 
 WHOLE = 4096  # what -1 ("the whole context") is handed to llama.cpp as: this build reads -1 as off
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
@@ -99,6 +99,7 @@ def one(provider, text: str) -> int:
 
 
 # -- named histories ------------------------------------------------------------------------------
+@pytest.mark.llamacpp
 def test_a_repeat_penalizes_the_token_that_would_continue_it(smol):
     history = smol.encode("The cat sat on the mat and the dog sat on the", add_bos=False)
     theirs, ours, before = both(smol, history, multiplier=0.8)
@@ -109,6 +110,7 @@ def test_a_repeat_penalizes_the_token_that_would_continue_it(smol):
     assert before[mat] - ours[mat] == pytest.approx(0.8 * 1.75 ** (3 - 2))
 
 
+@pytest.mark.llamacpp
 def test_a_breaker_token_is_never_penalized_and_a_repeat_stops_at_the_last_breaker(smol):
     history = smol.encode("one two three four:\none two three four:\none two three", add_bos=False)
     theirs, ours, before = both(smol, history, multiplier=1.0)
@@ -123,6 +125,7 @@ def test_a_breaker_token_is_never_penalized_and_a_repeat_stops_at_the_last_break
     np.testing.assert_array_equal(ours, before)
 
 
+@pytest.mark.llamacpp
 def test_a_repeat_across_a_breaker_counts_only_after_it(smol):
     history = smol.encode('He said "one two three four" and "one two three', add_bos=False)
     for breakers in (None, ["\n"]):  # with '"' as a breaker, and without
@@ -131,6 +134,7 @@ def test_a_repeat_across_a_breaker_counts_only_after_it(smol):
         assert ours[one(smol, " four")] < before[one(smol, " four")]
 
 
+@pytest.mark.llamacpp
 def test_a_breaker_of_several_tokens_restarts_through_its_head_and_tail(smol):
     # "cat sat" is " cat" + " sat" in SmolLM2: " cat" heads a breaker whose tail is " sat".
     restarts = restart_sequences(smol, ["cat sat"])
@@ -145,6 +149,7 @@ def test_a_breaker_of_several_tokens_restarts_through_its_head_and_tail(smol):
     assert 0 < penalized["cat sat"][mat] < penalized["\n"][mat]  # the breaker shortened the repeat
 
 
+@pytest.mark.llamacpp
 def test_a_long_loop_reaches_the_exponent_cap_and_stays_finite(smol):
     history = smol.encode(" a b c" * 120, add_bos=False)
     for base in (1.75, 3.0, 1.0):
@@ -155,6 +160,7 @@ def test_a_long_loop_reaches_the_exponent_cap_and_stays_finite(smol):
     assert DryStrategy(0.8, base=1.75).max_exponent == 158 and DryStrategy(0.8, base=1.0).max_exponent == 0
 
 
+@pytest.mark.llamacpp
 @pytest.mark.parametrize("last_n", [1, 2, 3, 5, 8, 13, 40, -1, 0])
 def test_penalty_last_n_windows(smol, last_n):
     history = smol.encode("the red fox ran far away and then the red fox ran", add_bos=False)
@@ -165,6 +171,7 @@ def test_penalty_last_n_windows(smol, last_n):
     assert (ours[far] < before[far]) == (last_n == -1 or last_n >= 10)
 
 
+@pytest.mark.llamacpp
 def test_multiplier_zero_turns_it_off(smol):
     history = smol.encode(" a b c a b c a b", add_bos=False)
     _, ours, before = both(smol, history, multiplier=0.0)
@@ -186,6 +193,7 @@ def histories() -> st.SearchStrategy[list[str]]:
     )
 
 
+@pytest.mark.llamacpp
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     words=histories(),
@@ -204,6 +212,37 @@ def test_random_histories_equal_llama_cpp(smol, words, multiplier, base, allowed
     ours = our_dry(smol, history, logits, breakers=breakers, last_n=last_n, **params)
     np.testing.assert_array_equal(ours, theirs)
     event("penalized" if (ours != logits).any() else "unchanged")
+
+
+# -- a scripted vocabulary (no weights) -----------------------------------------------------------
+VOCAB = [EOS, " a", " b", " c", "\n", ":x"]
+
+
+def scripted():
+    return text_provider(VOCAB, lambda text: {" a": 1.0, " b": 0.9, " c": 0.8})
+
+
+def test_an_exact_penalty_on_a_scripted_vocabulary_and_the_input_is_the_only_array_changed():
+    provider = scripted()
+    strategy = DryStrategy(0.8, allowed_length=1)
+    ctx = make_ctx(provider, ids(provider, " a", " b", " c", " a", " b"), prompt=ids(provider, " a"))
+    logits = np.zeros(len(VOCAB), dtype=np.float32)
+    out = strategy.adjust_logits(ctx, logits)
+    # " a b" (2 tokens, one over allowed_length 1) was followed by " c": 0.8 * 1.75 ** 1 off " c".
+    assert out is logits and out.tolist() == pytest.approx([0, 0, 0, -1.4, 0, 0])
+    # Right after a breaker token (":x" holds ":"), nothing; and ":x" itself is never penalized.
+    ctx = make_ctx(provider, ids(provider, " a", ":x", " a", ":x"), prompt=ids(provider, " a"))
+    assert (strategy.adjust_logits(ctx, np.zeros(len(VOCAB), dtype=np.float32)) == 0).all()
+
+
+def test_greedy_decoding_loops_without_it_and_not_with_it():
+    provider = scripted()
+    plain = BacktrackSampler(provider).generate_text(ids(provider, " a"), max_new_tokens=24, temperature=0)
+    dry = BacktrackSampler(provider, DryStrategy(0.8)).generate_text(
+        ids(provider, " a"), max_new_tokens=24, temperature=0
+    )
+    assert longest_repeat(plain.tokens) == 23 and len(dry.tokens) == 24
+    assert longest_repeat(dry.tokens) < 12, provider.decode(list(dry.tokens))
 
 
 # -- arguments, the registry ----------------------------------------------------------------------
@@ -231,7 +270,8 @@ def test_arguments_are_checked(kwargs, message):
     assert message in str(caught.value)
 
 
-def test_the_registry_builds_it_and_names_a_bad_value(smol):
+def test_the_registry_builds_it_and_names_a_bad_value():
+    smol = scripted()
     spec = {"name": "dry", "params": {"multiplier": 0.8, "sequence_breakers": ["\n"], "penalty_last_n": 64}}
     strategy = registry.build_strategy(spec, smol)
     assert isinstance(strategy, DryStrategy) and strategy.penalty_last_n == 64
@@ -244,7 +284,8 @@ def parse(*args: str):
     return cli.build_parser().parse_args(["generate", "prompt", *args])
 
 
-def test_the_command_line_builds_it_from_its_flags(smol):
+def test_the_command_line_builds_it_from_its_flags():
+    smol = scripted()
     args = parse("--strategy", "dry")
     strategy = cli.build_strategy(cli.strategy_names(args), args, smol)
     assert isinstance(strategy, DryStrategy) and strategy.multiplier == np.float32(0.8)
@@ -290,6 +331,7 @@ def longest_repeat(tokens) -> int:
     return max((index.append(token) for token in tokens), default=0)
 
 
+@pytest.mark.llamacpp
 def test_dry_shortens_the_repeats_of_prompts_that_loop(provider):
     # Prompts of bench/loop_guard.py that loop greedily on SmolLM2 without a penalty (the control run checks it).
     prompts = [

@@ -126,9 +126,15 @@ _BY_VOCAB_LOCK = threading.Lock()
 
 
 def cached_restarts(vocab: Vocabulary, breakers: tuple[str, ...]) -> Restarts:
-    """``restart_sequences``, computed once per vocabulary and list of breakers (it reads the whole vocabulary)."""
-    with _BY_VOCAB_LOCK:
-        found = _BY_VOCAB.setdefault(vocab, {}).get(breakers)
+    """``restart_sequences``, computed once per vocabulary and list of breakers (it reads the whole vocabulary).
+
+    A vocabulary that cannot be weakly referenced or hashed is read again each time.
+    """
+    try:
+        with _BY_VOCAB_LOCK:
+            found = _BY_VOCAB.setdefault(vocab, {}).get(breakers)
+    except TypeError:
+        return restart_sequences(vocab, breakers)
     if found is None:
         found = restart_sequences(vocab, breakers)
         with _BY_VOCAB_LOCK:
