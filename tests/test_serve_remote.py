@@ -192,6 +192,10 @@ def test_the_engines_context_length_checks_the_prompts(served):
     error = response.json()["error"]
     assert error["code"] == "context_length_exceeded" and error["param"] == "prompt", error
     assert f"context holds {ENGINE_CONTEXT}" in error["message"], error
+    # The other clients' APIs report the engine's context too (KoboldCpp, llama.cpp's server).
+    root = served.removesuffix("/v1")
+    assert httpx.get(f"{root}/api/v1/config/max_context_length", timeout=30).json() == {"value": ENGINE_CONTEXT}
+    assert httpx.get(f"{root}/props", timeout=30).json()["default_generation_settings"]["n_ctx"] == ENGINE_CONTEXT
 
 
 @pytest.mark.llamacpp
@@ -202,6 +206,20 @@ def test_bans_stream_over_our_engine(served, endpoint):
     assert rewinds > 0, "the bans were written by the control run: a rewind must happen"
     final = post(served, endpoint, request_body(endpoint, banned_strings=bans))
     assert text == answer_text(endpoint, final)
+
+
+@pytest.mark.llamacpp
+def test_kobold_generate_bans_over_our_engine(served):
+    """Every endpoint runs the same engine: KoboldCpp's generate with a ban list, as SillyTavern sends it."""
+    url = served.removesuffix("/v1") + "/api/v1/generate"
+    body = {"prompt": PROMPT, "max_length": MAX_TOKENS, "temperature": 0, "sampler_seed": -1}
+    control = httpx.post(url, json=body, timeout=600).json()["results"][0]["text"]
+    bans = words_of(control, 2)
+    assert bans, control
+    banned = httpx.post(url, json={**body, "banned_strings": bans}, timeout=600)
+    assert banned.status_code == 200, banned.text
+    text = banned.json()["results"][0]["text"]
+    assert text and not banned_phrase_pattern(bans).search(text), (bans, text)
 
 
 @pytest.mark.llamacpp
