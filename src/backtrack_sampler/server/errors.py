@@ -35,6 +35,13 @@ _UNION_SHAPES = {
     "stop": "a string or a list of strings",
     "strategy": 'a strategy name, {"name": ..., "params": {...}}, or a list of them',
     "content": 'a string or a list of {"type": "text", "text": ...} parts',
+    "logit_bias": "an object {token id or text: bias} or a list of [token id or text, bias]",
+    "banned_strings": "a string or a list of strings",
+    "banned_tokens": "a string or a list of strings and token ids",
+    "custom_token_bans": 'token ids in a string ("1,2") or a list of them',
+    "stopping_strings": "a string or a list of strings",
+    "stop_sequence": "a string or a list of strings",
+    "dry_sequence_breakers": "a list of strings or that list as a JSON string",
 }
 _TYPE_ERRORS = ("model_attributes_type", "is_instance_of", "union_tag_invalid")
 

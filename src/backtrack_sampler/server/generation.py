@@ -72,6 +72,12 @@ class GenerationPlan:
     failure_param: str | None = None
     """The parameter an error names when the request's strategy fails while generating
     (``banned_regex`` for a pattern that searched too long)."""
+    never: tuple[int, ...] = ()
+    """Token ids never sampled (``custom_token_bans``, the ids of ``banned_tokens``)."""
+    ignore_eos: bool = False
+    """The end-of-sequence tokens are never sampled."""
+    min_tokens: int = 0
+    """Before this many tokens, no end-of-sequence token is sampled and no stop string ends the generation."""
 
 
 @dataclass(frozen=True)
@@ -127,13 +133,16 @@ def run_choice(
         frequency_penalty=plan.frequency_penalty,
         stops=plan.stops,
         top_logprobs=plan.top_logprobs,
+        never=plan.never,
+        ignore_eos=plan.ignore_eos,
+        min_tokens=plan.min_tokens,
     )
     sampler = BacktrackSampler(provider, strategy, plan.budget)
     try:  # the engine checks the prompt against the model here, before the first event
         events = sampler.stream(choice.prompt_tokens, params=choice.params)
     except (ValueError, TypeError) as exc:
         raise RequestRejected(str(exc)) from exc
-    outputs = _ChoiceOutputs(choice, strategy, StopScanner(plan.stops), plan, emit)
+    outputs = _ChoiceOutputs(choice, strategy, StopScanner(plan.stops, plan.min_tokens), plan, emit)
     try:
         for event in events:
             if control.cancelled:

@@ -5,12 +5,20 @@ queued: every problem raises ``APIError`` (400, naming the parameter), so
 the worker only runs plans that make sense. This runs in a thread of its own
 (tokenizing and building ban automata may take a moment), never in the
 worker that runs the model.
+
+Other servers' names for a field (the dialect block of ``schemas``) are
+resolved here: an alias is read only when the OpenAI name is absent, and an
+error names the field the client sent.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
 from collections.abc import Sequence
+from typing import Any
 
 from backtrack_sampler.core.budget import RewindBudget
 from backtrack_sampler.core.checks import surely_too_long
@@ -18,15 +26,23 @@ from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server.errors import APIError, short_repr
 from backtrack_sampler.server.generation import ChoiceSpec, GenerationPlan
-from backtrack_sampler.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from backtrack_sampler.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingRequest,
+    banned_token_parts,
+    token_ids_in,
+)
 from backtrack_sampler.server.settings import ServerSettings
-from backtrack_sampler.server.strategies import BanLimits, build_strategy
+from backtrack_sampler.server.strategies import BanLimits, DryParams, build_strategy
 from backtrack_sampler.strategy.ban_scope import BanScope
 from backtrack_sampler.strategy.base_strategy import BaseStrategy
 
+TOKEN_ID = re.compile("0|[1-9][0-9]*")
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 LOGIT_BIAS_LIMIT = 100.0
 DEFAULT_REWINDS_PER_POSITION = 16
+DRY_DEFAULT_BREAKERS = ("\n", ":", '"', "*")  # llama.cpp's and SillyTavern's defaults
 
 
 def check_model(requested: str | None, settings: ServerSettings) -> None:
@@ -60,7 +76,8 @@ def completion_plan(
     texts = request.prompts()
     _check_choices(len(texts), request.n, settings)
     prompts = [_prompt_tokens(p, provider, settings, "prompt") for p in texts]
-    max_tokens = _max_tokens(request.max_tokens, "max_tokens", settings, COMPLETIONS_DEFAULT_MAX_TOKENS)
+    requested, param = _requested_max_tokens(request, settings)
+    max_tokens = _max_tokens(requested, param, settings, COMPLETIONS_DEFAULT_MAX_TOKENS)
     plan = _plan(request, prompts, provider, settings, max_tokens, request.logprobs)
     return plan, [len(p) for p in prompts]
 
@@ -99,9 +116,29 @@ def _chat_max_tokens(request: ChatCompletionRequest, settings: ServerSettings) -
                 param="max_completion_tokens",
                 code="invalid_value",
             )
-    requested = request.max_completion_tokens or request.max_tokens
-    param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+    if request.max_completion_tokens is not None:
+        requested, param = request.max_completion_tokens, "max_completion_tokens"
+    else:
+        requested, param = _requested_max_tokens(request, settings)
     return _max_tokens(requested, param, settings, settings.max_tokens_limit)
+
+
+def _requested_max_tokens(request: SamplingRequest, settings: ServerSettings) -> tuple[int | None, str]:
+    """``max_tokens``, or else the first alias given (llama.cpp's ``n_predict: -1``: the server's limit)."""
+    for param in ("max_tokens", "max_new_tokens", "max_length", "n_predict"):
+        value = getattr(request, param)
+        if value is not None:
+            return (settings.max_tokens_limit if value == -1 else value), param
+    return None, "max_tokens"
+
+
+def _first_given(request: SamplingRequest, *names: str) -> tuple[str, Any]:
+    """The first of ``names`` the request gives (not null), and its value; ``(names[0], None)`` when none."""
+    for name in names:
+        value = getattr(request, name)
+        if value is not None:
+            return name, value
+    return names[0], None
 
 
 def _chat_prompt(request: ChatCompletionRequest, provider: BaseProvider) -> str:
@@ -141,12 +178,17 @@ def _plan(
     top_logprobs: int | None,
     json_root: str | None = None,
 ) -> GenerationPlan:
-    stops = request.stop or []
+    stop_param, stops = _first_given(request, "stop", "stopping_strings", "stop_sequence")
+    stops = stops or []
     if len(stops) > settings.max_stop:
-        raise APIError(f"stop: at most {settings.max_stop} stop strings, got {len(stops)}", param="stop", code="limit")
-    phrases, patterns = request.banned_strings or [], request.banned_regex or []
+        raise APIError(
+            f"{stop_param}: at most {settings.max_stop} stop strings, got {len(stops)}", param=stop_param, code="limit"
+        )
+    token_ids, token_phrases = banned_token_parts(request.banned_tokens)
+    phrases = _phrases(request.banned_strings, token_phrases)
+    patterns = request.banned_regex or []
     if len(phrases) + len(patterns) > settings.max_bans:
-        param = "banned_strings" if phrases else "banned_regex"
+        param = "banned_strings" if request.banned_strings else "banned_tokens" if token_phrases else "banned_regex"
         raise APIError(
             f"{param}: at most {settings.max_bans} banned strings and patterns together, "
             f"got {len(phrases) + len(patterns)}",
@@ -154,15 +196,25 @@ def _plan(
             code="limit",
         )
     _check_patterns(patterns, settings)
+    never = _never_tokens(request, token_ids, provider)
+    min_tokens = request.min_tokens or 0
+    if min_tokens > max_tokens:
+        raise APIError(
+            f"min_tokens: at most the request's max_tokens ({max_tokens}), got {min_tokens}",
+            param="min_tokens",
+            code="invalid_value",
+        )
     scope = _ban_scope(request)
+    dry = _dry_params(request)
     limits = BanLimits(settings.max_bans, settings.max_regex_length)
     # One strategy object per choice: strategies keep state, and choices may run at the same time.
     strategies = [
         build_strategy(
-            provider, request.strategy, phrases, patterns, json_root, limits, request.exempt_prompt_terms, scope
+            provider, request.strategy, phrases, patterns, json_root, limits, request.exempt_prompt_terms, scope, dry
         )
         for _ in range(len(prompts) * request.n)
     ]
+    ignore_eos = _first_given(request, "ignore_eos", "ban_eos_token")[1] or False
     return GenerationPlan(
         choices=_choices(request, prompts, max_tokens, strategies),
         budget=_rewind_budget(request, settings, max_tokens),
@@ -173,6 +225,65 @@ def _plan(
         top_logprobs=top_logprobs,
         backtrack_events=request.backtrack_events,
         failure_param=_failure_param(request, json_root),
+        never=never,
+        ignore_eos=ignore_eos,
+        min_tokens=min_tokens,
+    )
+
+
+def _phrases(banned_strings: str | list[str] | None, token_phrases: list[str]) -> list[str]:
+    """The phrases of ``banned_strings`` (one string: one phrase) and of ``banned_tokens``, each once."""
+    given = [banned_strings] if isinstance(banned_strings, str) else list(banned_strings or [])
+    return list(dict.fromkeys(given + token_phrases))
+
+
+def _never_tokens(request: SamplingRequest, banned_ids: list[int], provider: BaseProvider) -> tuple[int, ...]:
+    """The token ids banned at every position: ``banned_tokens``' ids and ``custom_token_bans``.
+
+    Raises:
+        APIError: an id outside the vocabulary, naming the field and the id.
+    """
+    custom = request.custom_token_bans
+    custom_ids = token_ids_in(custom) if isinstance(custom, str) else list(custom or [])
+    for param, ids in (("banned_tokens", banned_ids), ("custom_token_bans", custom_ids)):
+        bad = next((t for t in ids if t >= provider.vocab_size), None)
+        if bad is not None:
+            message = f"{param}: token ids must be in [0, {provider.vocab_size}), got {bad}"
+            raise APIError(message, param=param, code="invalid_value")
+    return tuple(dict.fromkeys(banned_ids + custom_ids))
+
+
+def _dry_params(request: SamplingRequest) -> DryParams | None:
+    """The DRY penalty the ``dry_*`` fields ask for; ``None`` unless ``dry_multiplier`` > 0.
+
+    ``dry_sequence_breakers`` may be a JSON string (SillyTavern sends one; TabbyAPI's
+    form without the brackets too); it is read only when DRY is on, as KoboldCpp does.
+    """
+    if not request.dry_multiplier:
+        return None
+    breakers: Any = request.dry_sequence_breakers
+    if breakers is None:
+        breakers = list(DRY_DEFAULT_BREAKERS)
+    elif isinstance(breakers, str):
+        text = breakers.strip()
+        try:
+            breakers = json.loads(text if text.startswith("[") else f"[{text}]")
+        except ValueError:
+            breakers = None
+        if not isinstance(breakers, list) or not all(isinstance(b, str) for b in breakers):
+            raise APIError(
+                "dry_sequence_breakers: must be a list of strings or that list as a JSON string, "
+                f"got {short_repr(request.dry_sequence_breakers)}",
+                param="dry_sequence_breakers",
+                code="invalid_value",
+            )
+    last_n = request.dry_penalty_last_n
+    return DryParams(
+        multiplier=request.dry_multiplier,
+        base=1.75 if request.dry_base is None else request.dry_base,
+        allowed_length=2 if request.dry_allowed_length is None else request.dry_allowed_length,
+        sequence_breakers=tuple(b for b in breakers if b),
+        penalty_last_n=-1 if last_n is None or last_n == 0 else last_n,
     )
 
 
@@ -227,6 +338,8 @@ def _failure_param(request: SamplingRequest, json_root: str | None) -> str | Non
         return "strategy"
     if request.banned_strings:
         return "banned_strings"
+    if banned_token_parts(request.banned_tokens)[1]:
+        return "banned_tokens"
     return None if json_root is None else "response_format"
 
 
@@ -250,10 +363,13 @@ def _choices(
         )
     except ValueError as exc:  # the schema's checks come first; this is only a safety net
         raise APIError(str(exc), code="invalid_value") from None
+    first_seed = _first_given(request, "seed", "sampler_seed")[1]
+    if first_seed is not None and first_seed < 0:  # -1: random, as llama.cpp, KoboldCpp and TabbyAPI read it
+        first_seed = None
     choices = []
     for p, tokens in enumerate(prompts):
         for j in range(request.n):
-            seed = None if request.seed is None else request.seed + j
+            seed = None if first_seed is None else first_seed + j
             index = p * request.n + j
             choices.append(ChoiceSpec(index, tokens, dataclasses.replace(shared, seed=seed), strategies[index]))
     return choices
@@ -312,19 +428,63 @@ def _encode(text: str, provider: BaseProvider, settings: ServerSettings, param: 
         raise APIError(f"{param}: the model cannot encode it: {exc}", param=param, code="invalid_value") from None
 
 
-def _logit_bias(bias: dict[str, float] | None, provider: BaseProvider) -> dict[int, float]:
-    """``{token id: bias}``, each bias clamped; the keys are decimal token ids (``schemas.LogitBias``)."""
-    out: dict[int, float] = {}
-    for key, value in (bias or {}).items():
-        token = int(key)
-        if not 0 <= token < provider.vocab_size:
-            raise APIError(
-                f"logit_bias: token ids must be in [0, {provider.vocab_size}), got {key}",
-                param="logit_bias",
-                code="invalid_value",
-            )
-        out[token] = max(-LOGIT_BIAS_LIMIT, min(LOGIT_BIAS_LIMIT, float(value)))
-    return out
+_NUMBER_LIKE = re.compile(r"\s*[+-]?\.?\d")
+"""A ``logit_bias`` key that reads as a number (Unicode digits, signs and spaces included)."""
+
+
+def _logit_bias(
+    bias: dict[str, float | bool] | list[tuple[int | str, float | bool]] | None, provider: BaseProvider
+) -> dict[int, float]:
+    """``{token id: bias}`` from every form ``logit_bias`` takes (``schemas.SamplingRequest.logit_bias``).
+
+    As llama.cpp reads it: an object's key is a token id in decimal or else a text, and a list holds
+    ``[id, bias]`` or ``["text", bias]`` (a text is always a text there); each token of a text gets
+    the bias, ``false`` is -inf (never), and a token named twice gets the sum. Each sum is clamped to
+    [-100, 100]; -inf stays. Unlike llama.cpp, a key that reads as a number but is no canonical token id
+    (``" 1"``, ``"+1"``, ``"01"``) and an id outside the vocabulary are refused, not skipped.
+    """
+    if isinstance(bias, dict):
+        entries: list[tuple[int | str, float | bool]] = []
+        for key, value in bias.items():
+            if TOKEN_ID.fullmatch(key):
+                entries.append((int(key), value))
+            elif not key.strip() or _NUMBER_LIKE.match(key):
+                raise APIError(
+                    "logit_bias: keys must be token ids in decimal (ASCII digits, no sign, space or leading zero) "
+                    f"or texts that do not begin as a number, got {key!r}",
+                    param="logit_bias",
+                    code="invalid_value",
+                )
+            else:
+                entries.append((key, value))
+    else:
+        entries = list(bias or [])
+    sums: dict[int, float] = {}
+    for key, value in entries:
+        tokens = [key] if isinstance(key, int) else _bias_text_tokens(key, provider)
+        for token in tokens:
+            if not 0 <= token < provider.vocab_size:
+                raise APIError(
+                    f"logit_bias: token ids must be in [0, {provider.vocab_size}), got {token}",
+                    param="logit_bias",
+                    code="invalid_value",
+                )
+            amount = -math.inf if value is False else float(value)
+            sums[token] = sums.get(token, 0.0) + amount
+    return {t: v if v == -math.inf else max(-LOGIT_BIAS_LIMIT, min(LOGIT_BIAS_LIMIT, v)) for t, v in sums.items()}
+
+
+def _bias_text_tokens(text: str, provider: BaseProvider) -> list[int]:
+    """The tokens of a ``logit_bias`` text, without BOS (llama.cpp: ``common_tokenize(vocab, text, false)``)."""
+    try:
+        tokens = provider.encode(text, add_bos=False)
+    except (ValueError, UnicodeError) as exc:
+        raise APIError(
+            f"logit_bias: the model cannot encode {short_repr(text)}: {exc}", param="logit_bias", code="invalid_value"
+        ) from None
+    if not tokens:
+        raise APIError(f"logit_bias: {short_repr(text)} has no tokens", param="logit_bias", code="invalid_value")
+    return tokens
 
 
 def _check_patterns(patterns: Sequence[str], settings: ServerSettings) -> None:

@@ -8,9 +8,13 @@ for (if any) and adds, in ``adjust_logits`` and ``on_token``:
    read from the model's logits before any bias, penalty or strategy;
 2. ``logit_bias`` and the presence/frequency penalties, added to the logits
    before the request's strategy sees them;
-3. a ``Stop`` when a stop string appears in the text, when the client
-   went away (``JobControl.cancel``), checked after every token, or when
-   the request's strategy raised ``ValueError`` (kept in ``failure``).
+3. the tokens never to sample, after the request's strategy (it cannot bring
+   them back): the ids banned at every position, the end-of-sequence tokens
+   with ``ignore_eos``, or before ``min_tokens`` tokens;
+4. a ``Stop`` when a stop string appears in the text (from token
+   ``min_tokens`` on), when the client went away (``JobControl.cancel``),
+   checked after every token, or when the request's strategy raised
+   ``ValueError`` (kept in ``failure``).
 
 Like every strategy it only answers decisions; the engine does the rewinding.
 """
@@ -62,6 +66,10 @@ class RequestStrategy(BaseStrategy):
         frequency_penalty: subtracted from them once per use.
         stops: stop strings.
         top_logprobs: how many alternatives to record per token; ``None`` records no logprobs.
+        never: token ids never sampled (their logits become -inf).
+        ignore_eos: the provider's end-of-sequence tokens are never sampled.
+        min_tokens: before this many tokens the end-of-sequence tokens are not sampled, and
+            a stop string counts only if it ends in token ``min_tokens`` or later (vLLM's rule).
     """
 
     def __init__(
@@ -73,6 +81,9 @@ class RequestStrategy(BaseStrategy):
         frequency_penalty: float = 0.0,
         stops: Sequence[str] = (),
         top_logprobs: int | None = None,
+        never: Sequence[int] = (),
+        ignore_eos: bool = False,
+        min_tokens: int = 0,
     ) -> None:
         self.inner = inner
         self.control = control
@@ -84,6 +95,9 @@ class RequestStrategy(BaseStrategy):
         self.stops = list(stops)
         self._longest_stop = max((len(s) for s in self.stops), default=0)
         self.top_logprobs = top_logprobs
+        self._never = np.array(sorted(set(never)), dtype=np.int64)
+        self.ignore_eos = ignore_eos
+        self.min_tokens = min_tokens
         self.needs_full_logits = bool(inner and inner.needs_full_logits)
         self.records: list[TokenRecord] = []
         self.failure: str | None = None
@@ -97,6 +111,7 @@ class RequestStrategy(BaseStrategy):
     @property
     def adjusts_logits(self) -> bool:
         changes = bool(self._bias_ids.size or self.presence_penalty or self.frequency_penalty)
+        changes = changes or bool(self._never.size or self.ignore_eos or self.min_tokens)
         records = self.top_logprobs is not None
         return changes or records or bool(self.inner is not None and self.inner.adjusts_logits)
 
@@ -118,6 +133,10 @@ class RequestStrategy(BaseStrategy):
             logits[used] -= self.presence_penalty + self.frequency_penalty * counts[used]
         if self.inner is not None:
             logits = self.inner.adjust_logits(ctx, logits)
+        if self._never.size:
+            logits[self._never] = -np.inf
+        if self.ignore_eos or ctx.position < self.min_tokens:
+            logits[list(ctx.provider.eos_token_ids)] = -np.inf
         return logits
 
     def on_token(self, ctx: GenerationContext, token: int) -> Decision:
@@ -139,7 +158,7 @@ class RequestStrategy(BaseStrategy):
             return Stop(FAILED, keep_token=False)
         if isinstance(decision, (Rewind, Stop)):
             return decision
-        if self.stops and self._stop_string_ends_here(ctx, len(record.text)):
+        if self.stops and len(ctx.tokens) >= self.min_tokens and self._stop_string_ends_here(ctx, len(record.text)):
             return Stop(STOP_STRING)
         return decision
 
@@ -159,7 +178,9 @@ class RequestStrategy(BaseStrategy):
             return False
         first = max(0, ctx.n_chars - new_chars - self._longest_stop + 1)
         tail = ctx.text_from(ctx.token_at_char(first))
-        return any(stop in tail for stop in self.stops)
+        new = len(tail) - new_chars  # where the latest token's characters begin in tail
+        # Only a stop that ends in them: one that ended earlier was found then, or came before min_tokens.
+        return any(tail.find(stop, max(0, new - len(stop) + 1)) >= 0 for stop in self.stops)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,29 @@ the official client's ``extra_body``):
 - ``max_rewinds``, ``rewinds_per_position``: the rewind budget.
 - ``backtrack_events``: the stream also carries rewinds and final statistics.
 - ``return_tokens_as_token_ids``: logprobs name tokens ``"token_id:<id>"`` (as vLLM does).
+
+Then the **dialect block**: what SillyTavern, KoboldCpp, TabbyAPI, llama.cpp and
+vLLM clients send under their own names (``prepare`` resolves them):
+
+- ``seed`` (and KoboldCpp's ``sampler_seed``): any negative seed means random.
+- ``banned_strings`` may be one string; ``banned_tokens`` holds phrases (KoboldCpp)
+  and token ids (TabbyAPI: integers, digit strings, or ``"1,2"``);
+  ``custom_token_bans`` (``"1,2"`` or a list) bans token ids at every position.
+- Aliases, read only when the OpenAI name is absent: ``stopping_strings`` and
+  ``stop_sequence`` for ``stop``; ``max_new_tokens``, ``max_length`` and
+  ``n_predict`` (-1: the server's limit) for ``max_tokens``; ``ban_eos_token``
+  for ``ignore_eos``.
+- ``ignore_eos``, ``min_tokens`` (vLLM's meaning), ``logit_bias`` keyed by text
+  or as llama.cpp's ``[[id or text, bias or false], ...]``, and the ``dry_*``
+  fields (a DRY repetition penalty).
+
+Every other field these clients send is ignored; ``server.ignored_fields``
+lists them.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -41,10 +60,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
 from backtrack_sampler.strategy import registry
@@ -126,22 +147,109 @@ _TOKEN_ID = re.compile("0|[1-9][0-9]*")
 TOKEN_ID_PATTERN = r"^(0|[1-9][0-9]*)(?![\s\S])"
 """A token id written as a ``logit_bias`` key: decimal ASCII digits, no sign, space or leading zero."""
 
+# The patterns below are searched as JSON Schema does (``re.search``) and use only what Python and
+# JSON Schema's regular expressions read alike (ASCII classes, no \d or \s outside "[\s\S]").
+DIGITS_PATTERN = r"^[0-9]+(?![\s\S])"
+"""A token id written as a string in ``banned_tokens``: ASCII digits."""
+ID_LIST_PATTERN = r"^[ \t]*[0-9]+[ \t]*(,[ \t]*[0-9]+[ \t]*)*(?![\s\S])"
+"""Token ids separated by commas (``"1,2"``, ``"1, 2"``), as TabbyAPI and KoboldCpp write them."""
+ID_LIST_OR_NONE_PATTERN = r"^[ \t]*([0-9]+[ \t]*(,[ \t]*[0-9]+[ \t]*)*)?(?![\s\S])"
+"""``ID_LIST_PATTERN``, or no id at all (``""``: SillyTavern's ``custom_token_bans`` when there are none)."""
 
-def _token_id_key(value: str) -> str:
-    if not _TOKEN_ID.fullmatch(value):
-        raise ValueError(
-            f"keys must be token ids in decimal (ASCII digits, no sign, space or leading zero), got {value!r}"
-        )
+
+def token_ids_in(text: str) -> list[int]:
+    """The token ids of a string of ``ID_LIST_OR_NONE_PATTERN``: ``"1, 2"`` -> ``[1, 2]``."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def banned_token_parts(value: str | list[int | str] | None) -> tuple[list[int], list[str]]:
+    """``banned_tokens`` as (token ids, phrases).
+
+    A string is a list of ids when it is one (``"1,2"``, TabbyAPI), else one phrase;
+    in a list, integers and digit strings are ids, other strings phrases (KoboldCpp).
+    """
+    if value is None:
+        return [], []
+    if isinstance(value, str):
+        return (token_ids_in(value), []) if re.search(ID_LIST_PATTERN, value) else ([], [value])
+    ids = [int(v) for v in value if isinstance(v, int) or re.search(DIGITS_PATTERN, v)]
+    phrases = [v for v in value if isinstance(v, str) and not re.search(DIGITS_PATTERN, v)]
+    return ids, phrases
+
+
+def _id_list(value: str) -> str:
+    if not re.search(ID_LIST_OR_NONE_PATTERN, value):
+        raise ValueError(f'must be token ids separated by commas ("1,2"), got {short_text(value)}')
     return value
 
 
-LogitBias = Annotated[
-    dict[Annotated[str, AfterValidator(_unicode_key), AfterValidator(_token_id_key)], float],
-    WithJsonSchema(
-        {"type": "object", "propertyNames": {"pattern": TOKEN_ID_PATTERN}, "additionalProperties": {"type": "number"}}
-    ),
+def short_text(value: str, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+IdList = Annotated[
+    str, AfterValidator(_id_list), WithJsonSchema({"type": "string", "pattern": ID_LIST_OR_NONE_PATTERN})
 ]
-"""``{token_id: bias}``; a key is ``"0"`` or ``"1234"``, never ``" 1"``, ``"+1"``, ``"01"``, ``"1.0"`` nor ``"١"``."""
+"""Token ids in one string, separated by commas; ``""`` is none."""
+
+_BIAS_VALUE_SCHEMA = {"anyOf": [{"type": "number"}, {"const": False}]}
+
+
+def _bias_value(value: Any) -> float | bool:
+    """A number (as a float) or ``False``; one error for anything else ("a number or false")."""
+    if value is False:
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+        raise PydanticCustomError("finite_number", "must be a finite number or false")
+    raise PydanticCustomError("bias_type", "must be a number or false")
+
+
+BiasValue = Annotated[float | bool, PlainValidator(_bias_value), WithJsonSchema(_BIAS_VALUE_SCHEMA)]
+"""A bias: a number (clamped to [-100, 100]) or ``false``: never (llama.cpp's form)."""
+LogitBias = Annotated[
+    dict[Key, BiasValue],
+    WithJsonSchema({"type": "object", "additionalProperties": _BIAS_VALUE_SCHEMA}),
+]
+"""``{key: bias}``: a key is a token id in decimal (``"1234"``) or a text whose tokens all get the bias.
+
+A key that reads as a number but is no canonical token id (``" 1"``, ``"+1"``, ``"01"``,
+``"1.0"``, ``"١"``) is refused by ``prepare``, so that no bias lands where the client did not mean it.
+"""
+
+
+def _pair(value: Any) -> Any:
+    """A JSON array of ``logit_bias``'s list form, as the tuple it is validated as (strict mode wants one)."""
+    if not isinstance(value, (list, tuple)):
+        raise PydanticCustomError("pair_type", "must be [token id or text, bias]")
+    return tuple(value)
+
+
+LogitBiasPair = Annotated[tuple[NonNegative | NonEmptyText, BiasValue], BeforeValidator(_pair)]
+"""``[token_id, bias]`` or ``["text", bias]`` (llama.cpp's list form); a bias of ``false`` bans."""
+
+
+def _not_zero(value: int) -> int:
+    if value == 0:
+        raise ValueError("must be -1 (up to the server's limit) or at least 1, got 0")
+    return value
+
+
+NPredict = Annotated[
+    int,
+    Field(ge=-1),
+    BeforeValidator(_integral),
+    AfterValidator(_not_zero),
+    WithJsonSchema({"type": "integer", "minimum": -1, "not": {"const": 0}}),
+]
+"""llama.cpp's ``n_predict``: -1 (up to the server's limit) or a count >= 1."""
 
 
 _BAN_SCOPE_STRING = {
@@ -168,9 +276,22 @@ def _given(field: str, value: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"required": [field], "properties": {field: value or {"not": {"type": "null"}}}}
 
 
+_NOT_DIGITS = {"type": "string", "not": {"pattern": DIGITS_PATTERN}}
 _HAS_BANS = {
-    "anyOf": [_given(name, {"type": "array", "minItems": 1}) for name in ("banned_strings", "banned_regex")],
-    "description": "The request has banned_strings or banned_regex.",
+    "anyOf": [
+        _given("banned_strings", {"anyOf": [{"type": "array", "minItems": 1}, {"type": "string"}]}),
+        _given("banned_regex", {"type": "array", "minItems": 1}),
+        _given(
+            "banned_tokens",
+            {
+                "anyOf": [
+                    {"type": "array", "contains": _NOT_DIGITS},
+                    {"type": "string", "not": {"pattern": ID_LIST_PATTERN}},
+                ]
+            },
+        ),
+    ],
+    "description": "The request has banned_strings, banned_regex, or phrases in banned_tokens.",
 }
 
 
@@ -230,15 +351,19 @@ class SamplingRequest(BaseModel):
     stop: NonEmptyText | list[NonEmptyText] | None = Field(
         None, description="Text that ends the generation; it is not included in the output."
     )
-    seed: NonNegative | None = Field(None, description="Makes sampling reproducible; choice i uses seed + i.")
+    seed: Integer | None = Field(
+        None, description="Makes sampling reproducible; choice i uses seed + i. Negative (`-1`): random."
+    )
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted from logits of tokens already used.")
     frequency_penalty: float = Field(
         0.0, ge=-2, le=2, description="Subtracted from logits, times the number of uses so far."
     )
-    logit_bias: LogitBias | None = Field(
+    logit_bias: LogitBias | list[LogitBiasPair] | None = Field(
         None,
         description="`{token_id: bias}` added to the logits; each bias is clamped to [-100, 100]. A key is a "
-        'token id in decimal digits (`"1234"`; not `" 1"`, `"+1"` nor `"01"`).',
+        'token id in decimal digits (`"1234"`; not `" 1"`, `"+1"` nor `"01"`) or, as llama.cpp takes it, a text '
+        'whose every token gets the bias (`{"Hello": -5}`); llama.cpp\'s list form `[[15043, 1.0], ["Hello", '
+        "false]]` too. A bias of `false` bans the token. A token named twice gets the sum of its biases.",
     )
     user: Text | None = Field(None, description="Accepted and ignored.")
 
@@ -247,11 +372,23 @@ class SamplingRequest(BaseModel):
         None, description="Keep the k most likely tokens (0 or -1: off, the default)."
     )
     min_p: float | None = Field(None, ge=0, lt=1, description="Drop tokens below min_p times the best probability.")
-    banned_strings: list[NonEmptyText] | None = Field(
-        None, description="Phrases to ban (AntiSlop): erased as soon as they appear, and written differently."
+    banned_strings: NonEmptyText | list[NonEmptyText] | None = Field(
+        None,
+        description="Phrases to ban (AntiSlop): erased as soon as they appear, and written differently. "
+        "One string is one phrase.",
     )
     banned_regex: list[NonEmptyText] | None = Field(
         None, description="Regular expressions to ban (`regex` module syntax), like `banned_strings`."
+    )
+    banned_tokens: NonEmptyText | list[NonNegative | NonEmptyText] | None = Field(
+        None,
+        description="KoboldCpp's and TabbyAPI's bans: in a list, strings are phrases banned like "
+        "`banned_strings` (KoboldCpp), integers and digit strings token ids banned at every position "
+        '(TabbyAPI); one string is token ids if it is a list of them (`"1,2"`), else one phrase.',
+    )
+    custom_token_bans: IdList | list[NonNegative] | None = Field(
+        None,
+        description='Token ids banned at every position: `"1,2"` (SillyTavern, KoboldCpp; `""`: none) or `[1, 2]`.',
     )
     exempt_prompt_terms: bool = Field(
         False,
@@ -285,7 +422,51 @@ class SamplingRequest(BaseModel):
         False, description='Logprobs name each token "token_id:<id>" instead of its text (as vLLM does).'
     )
 
-    @field_validator("stop")
+    # -- the dialect block: other servers' names (SillyTavern, KoboldCpp, TabbyAPI, llama.cpp, vLLM) ------
+    stopping_strings: NonEmptyText | list[NonEmptyText] | None = Field(
+        None, description="`stop` under text-generation-webui's name (read when `stop` is absent)."
+    )
+    stop_sequence: NonEmptyText | list[NonEmptyText] | None = Field(
+        None, description="`stop` under KoboldCpp's name (read when `stop` and `stopping_strings` are absent)."
+    )
+    max_new_tokens: Count | None = Field(None, description="`max_tokens` under text-generation-webui's name.")
+    max_length: Count | None = Field(
+        None, description="`max_tokens` under KoboldCpp's name: the most tokens to generate."
+    )
+    n_predict: NPredict | None = Field(
+        None, description="`max_tokens` under llama.cpp's name; -1: up to the server's limit."
+    )
+    sampler_seed: Integer | None = Field(
+        None, description="`seed` under KoboldCpp's name (read when `seed` is absent); negative: random."
+    )
+    ignore_eos: bool | None = Field(None, description="Never end at the end-of-sequence token (it is never sampled).")
+    ban_eos_token: bool | None = Field(None, description="`ignore_eos` under TabbyAPI's name.")
+    min_tokens: NonNegative | None = Field(
+        None,
+        description="As vLLM: neither the end-of-sequence token nor a stop string ends the generation before "
+        "this many tokens (the end-of-sequence token is not sampled until then; a stop string counts "
+        "only if it ends in a later token). At most the request's max_tokens.",
+    )
+    dry_multiplier: float | None = Field(
+        None, ge=0, description="DRY repetition penalty (as llama.cpp's): its strength; 0 (the default): off."
+    )
+    dry_base: float | None = Field(
+        None, ge=1, description="DRY: the penalty grows as base^(repeat length - allowed length); default 1.75."
+    )
+    dry_allowed_length: NonNegative | None = Field(
+        None, description="DRY: repeats up to this many tokens are not penalized; default 2."
+    )
+    dry_sequence_breakers: Text | list[Text] | None = Field(
+        None,
+        description="DRY: texts that end a repeat: a list, or that list as a JSON string (as SillyTavern sends it). "
+        "Default: newline, colon, double quote, asterisk.",
+    )
+    dry_penalty_last_n: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = Field(
+        None,
+        description="DRY: how many of the last tokens to scan; -1 or 0: all of them (0 as TabbyAPI and KoboldCpp).",
+    )
+
+    @field_validator("stop", "stopping_strings", "stop_sequence")
     @classmethod
     def _stop_strings(cls, value: str | list[str] | None) -> list[str] | None:
         if value is None:
@@ -302,9 +483,10 @@ class SamplingRequest(BaseModel):
     @field_validator("exempt_prompt_terms", "ban_scope")
     @classmethod
     def _about_bans(cls, value: Any, info: ValidationInfo) -> Any:
-        if value not in (None, False) and not (info.data.get("banned_strings") or info.data.get("banned_regex")):
+        has_bans = info.data.get("banned_strings") or info.data.get("banned_regex")
+        if value not in (None, False) and not has_bans and not banned_token_parts(info.data.get("banned_tokens"))[1]:
             raise ValueError(
-                "applies to banned_strings and banned_regex, and the request has none "
+                "applies to banned_strings, banned_regex and the phrases of banned_tokens, and the request has none "
                 "(an antislop strategy takes it in its params: scope, exempt_prompt_terms)"
             )
         return value

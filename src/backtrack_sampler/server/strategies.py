@@ -1,4 +1,4 @@
-"""Building a request's strategy: the ``strategy`` spec plus ``banned_strings``/``banned_regex`` and JSON output.
+"""Building a request's strategy: the ``strategy`` spec, a DRY penalty, the bans and JSON output, chained.
 
 The spec is built by the strategy registry (``backtrack_sampler.strategy.registry``),
 bounded by the server's ``SpecLimits``: chains nest at most 4 deep, at most 16
@@ -31,6 +31,24 @@ def strategy_names() -> list[str]:
 
 
 @dataclass(frozen=True)
+class DryParams:
+    """The DRY repetition penalty a request asks for (its ``dry_*`` fields, defaults filled in).
+
+    The arguments of ``strategy.dry_strategy.DryStrategy``; ``penalty_last_n`` -1 scans every token.
+    """
+
+    multiplier: float
+    base: float = 1.75
+    allowed_length: int = 2
+    sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
+    penalty_last_n: int = -1
+
+
+_DRY_FIELDS = {"multiplier": "dry_multiplier", "base": "dry_base", "allowed_length": "dry_allowed_length"}
+_DRY_FIELDS |= {"sequence_breakers": "dry_sequence_breakers", "penalty_last_n": "dry_penalty_last_n"}
+
+
+@dataclass(frozen=True)
 class BanLimits:
     """What one request may ask of the ban machinery (from ``ServerSettings``)."""
 
@@ -47,13 +65,14 @@ def build_strategy(
     limits: BanLimits | None = None,
     exempt_prompt_terms: bool = False,
     ban_scope: BanScope | None = None,
+    dry: DryParams | None = None,
 ) -> BaseStrategy | None:
-    """The request's strategy: the spec's, AntiSlop for the bans, JSON output; chained when several.
+    """The request's strategy: the spec's, DRY, AntiSlop for the bans, JSON output; chained in that order.
 
     ``exempt_prompt_terms`` and ``ban_scope`` are the AntiSlop options of the bans.
 
     Raises:
-        APIError: 400 naming ``strategy...``, ``banned_strings`` or ``banned_regex``.
+        APIError: 400 naming ``strategy...``, ``banned_strings``, ``banned_regex`` or a ``dry_*`` field.
     """
     limits = limits or BanLimits()
     spec_limits = registry.SpecLimits(max_bans=limits.max_bans, max_pattern_length=limits.max_pattern_length)
@@ -62,6 +81,8 @@ def build_strategy(
         strategies: list[BaseStrategy] = []
         if spec is not None:
             strategies.append(builder.build(_plain(spec), "strategy"))
+        if dry is not None:
+            strategies.append(_dry_strategy(dry))
         if banned_strings or banned_regex:
             phrases, patterns = list(banned_strings or []), list(banned_regex or [])
             param = "banned_regex" if patterns else "banned_strings"
@@ -89,6 +110,30 @@ def _plain(spec: Any) -> Any:
     if isinstance(spec, list):
         return [_plain(member) for member in spec]
     return spec
+
+
+def _dry_strategy(dry: DryParams) -> BaseStrategy:
+    """``DryStrategy`` with ``dry``'s arguments; its refusal names the request field of the argument at fault."""
+    try:
+        from backtrack_sampler.strategy.dry_strategy import DryStrategy
+    except ImportError:
+        raise APIError(
+            "dry_multiplier: the DRY penalty is not available in this version",
+            param="dry_multiplier",
+            code="unsupported",
+        ) from None
+    try:
+        return DryStrategy(
+            multiplier=dry.multiplier,
+            base=dry.base,
+            allowed_length=dry.allowed_length,
+            sequence_breakers=list(dry.sequence_breakers),
+            penalty_last_n=dry.penalty_last_n,
+        )
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        param = next((f for a, f in _DRY_FIELDS.items() if message.startswith(a)), "dry_multiplier")
+        raise APIError(f"{param}: {message}", param=param, code="invalid_value") from None
 
 
 def _call(factory: Callable[[], BaseStrategy], param: str) -> BaseStrategy:
