@@ -1,0 +1,2 @@
+export const groups = [];
+export const selected_group = null;

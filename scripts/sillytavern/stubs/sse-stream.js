@@ -1,0 +1,1 @@
+export function getEventSourceStream() { throw new Error('not in node'); }

@@ -1,0 +1,3 @@
+export const openRouterModels = [];
+export function getCurrentDreamGenModelTokenizer() { return 3; }
+export function getCurrentOpenRouterModelTokenizer() { return 3; }
