@@ -122,6 +122,32 @@ def test_a_failing_choice_fails_its_request_and_stops_its_other_choices():
     assert http.post(COMPLETIONS, json=body).json()["choices"][1]["text"] == "The ocean"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_backend_that_fails_while_generating_is_a_502_not_a_500(stream):
+    from backtrack_sampler.provider.remote import RemoteError
+
+    def logits(tokens):
+        if len(tokens) > 3 and tokens[-1] == SCRIPTED_VOCAB.index(" is"):
+            raise RemoteError("the remote engine answered 503: overloaded", status=503)
+        return plain_logits(tokens)
+
+    app = make_app(ScriptedPool(2, logits))
+    http = in_process_client(app)
+    body = {"model": MODEL, "prompt": "Hi", "max_tokens": 8, "temperature": 0, "stream": stream}
+    reply = http.post(COMPLETIONS, json=body)
+    if stream:  # the stream had begun: its last event before [DONE] is the error
+        assert reply.status_code == 200
+        events = [line[6:] for line in reply.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        error = json.loads(events[-2])["error"]
+    else:
+        assert reply.status_code == 502
+        error = reply.json()["error"]
+    assert error["type"] == "server_error"
+    assert error["message"] == "the model backend failed: the remote engine answered 503: overloaded"
+    assert app.state.worker.wait_idle(timeout=30)
+
+
 def test_a_streamed_request_with_several_choices_interleaves_them_by_index():
     app = make_app(ScriptedPool(3))
     http = in_process_client(app)

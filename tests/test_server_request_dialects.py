@@ -93,6 +93,15 @@ def test_seed_and_sampler_seed(http):
     assert error_of(http, sampler_seed=True)["param"] == "sampler_seed"
 
 
+def test_top_p_zero_keeps_the_most_likely_token_alone(http):
+    # llama.cpp's and KoboldCpp's nucleus keeps at least one token: top_p 0 is greedy, at any temperature.
+    hot = dict(temperature=3.0, max_tokens=16)
+    assert {text_of(http, top_p=0, seed=s, **hot) for s in range(6)} == {text_of(http, max_tokens=16)}
+    assert len({text_of(http, top_p=1, seed=s, **hot) for s in range(6)}) > 1  # the control: it does vary
+    assert [c.params.top_k for c in plan_of(scripted_provider(), top_p=0).choices] == [1]
+    assert error_of(http, top_p=-0.5)["param"] == "top_p"
+
+
 # -- aliases ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("alias", ["stopping_strings", "stop_sequence"])
 def test_stop_aliases(http, alias):

@@ -39,6 +39,14 @@ class GenerationSetup:
     max_length: int | None = None
 
 
+class BackendError(RuntimeError):
+    """The model backend itself failed while generating (a remote engine out of reach or refusing).
+
+    Not the request's fault and not a bug here: the server answers it with 502
+    (Bad Gateway) and the message, where any other exception is a 500.
+    """
+
+
 class BaseProvider(ABC):
     """A model backend whose logits the engine reads and whose KV cache it rewinds.
 

@@ -163,6 +163,7 @@ _ERRORS = {
     403: "The `Host` header names a host this server does not answer to.",
     404: "No such model (or route).",
     413: "The request body is larger than the server accepts.",
+    502: "The remote engine (`serve --remote-url`) failed or refused while generating.",
     "4XX": "Any other client error (405: a method the route does not take; 408: the body came too slowly).",
 }
 _STREAM = {
@@ -186,7 +187,7 @@ def _errors(*statuses: int | str) -> dict[int | str, dict[str, Any]]:
 
 def _generation(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     ok = {"model": model, "description": "The completion, or its stream.", "content": {"text/event-stream": _STREAM}}
-    return {200: ok, **_errors(400, 401, 403, 404, 413, "4XX")}
+    return {200: ok, **_errors(400, 401, 403, 404, 413, "4XX", 502)}
 
 
 _KOBOLD_STREAM = {
@@ -206,7 +207,7 @@ def _answer(model: type[BaseModel], *statuses: int | str) -> dict[int | str, dic
 
 def _dialect_generation(model: type[BaseModel], stream: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     ok = {"model": model, "description": "The completion, or its stream.", "content": {"text/event-stream": stream}}
-    return {200: ok, **_errors(400, 401, 403, 413, "4XX")}
+    return {200: ok, **_errors(400, 401, 403, 413, "4XX", 502)}
 
 
 def _compat_responses() -> dict[str, dict[int | str, dict[str, Any]]]:

@@ -356,8 +356,9 @@ def _choices(
     try:
         shared = SamplingParams(
             temperature=request.temperature,
-            top_k=max(0, request.top_k or 0),
-            top_p=None if request.top_p >= 1 else request.top_p,
+            # top_p 0 keeps the most likely token alone (llama.cpp's nucleus keeps at least one token)
+            top_k=1 if request.top_p == 0 else max(0, request.top_k or 0),
+            top_p=None if request.top_p >= 1 or request.top_p == 0 else request.top_p,
             min_p=request.min_p or None,
             max_new_tokens=max_tokens,
         )

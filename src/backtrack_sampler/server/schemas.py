@@ -344,7 +344,9 @@ class SamplingRequest(BaseModel):
         None, description="The most tokens to generate (completions default: 16; chat: the server's limit)."
     )
     temperature: float = Field(1.0, ge=0, description="0 is greedy.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass in (0, 1].")
+    top_p: float = Field(
+        1.0, ge=0, le=1, description="Nucleus mass in [0, 1]; 0 keeps only the most likely token (as llama.cpp)."
+    )
     n: Count = Field(1, description="How many choices for each prompt.")
     stream: bool = Field(False, description="Answer with server-sent events ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Only with `stream: true`.")

@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from backtrack_sampler.core.base_provider import BackendError
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server.control import JobControl
 from backtrack_sampler.server.generation import ChoiceSpec, GenerationPlan, Output, RequestRejected, run_choice
@@ -53,7 +54,11 @@ class SequencePool(Protocol):
 
 @dataclass(frozen=True)
 class JobFailed:
-    """The generation raised: ``status`` 400 for a bad request the checks missed (naming ``param``), 500 otherwise."""
+    """The generation raised: ``status`` 400, 502 or 500.
+
+    400 for a bad request the checks missed (naming ``param``), 502 when the
+    backend failed (``BackendError``: a remote engine), 500 otherwise.
+    """
 
     message: str
     status: int
@@ -198,6 +203,9 @@ class ModelWorker:
                 run_choice(provider, job.plan, choice, job.control, job.put)
             except RequestRejected as exc:
                 self._fail(job, JobFailed(str(exc), 400, exc.param))
+            except BackendError as exc:  # the remote engine failed: 502, as a gateway answers
+                logger.warning("generation %d (choice %d): the backend failed: %s", job.job_id, choice.index, exc)
+                self._fail(job, JobFailed(f"the model backend failed: {exc}", 502))
             except Exception as exc:  # a bug: report it to the client, keep serving
                 logger.exception("generation %d (choice %d) failed", job.job_id, choice.index)
                 self._fail(job, JobFailed(f"generation failed: {type(exc).__name__}: {exc}", 500))

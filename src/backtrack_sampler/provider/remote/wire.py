@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from backtrack_sampler.core.base_provider import BackendError
 from backtrack_sampler.core.sampling import SamplingParams
 from backtrack_sampler.core.text_files import split_lines
 
@@ -30,7 +31,7 @@ TOKEN_PREFIX = "token_id:"
 Piece = tuple[list[int], list[dict[int, float]], "str | None"]
 
 
-class RemoteError(RuntimeError):
+class RemoteError(BackendError):
     """The remote engine refused a request or answered something this provider cannot use."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
