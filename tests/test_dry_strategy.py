@@ -331,8 +331,39 @@ def longest_repeat(tokens) -> int:
     return max((index.append(token) for token in tokens), default=0)
 
 
+def llama_greedy_with_dry(provider, prompt: list[int], n_tokens: int) -> list[int]:
+    """Greedy decoding by llama.cpp's own sampler chain, DRY 0.8/1.75/2 then greedy, fed the prompt first."""
+    import llama_cpp
+
+    llm = provider.llm
+    llm.reset()
+    strings = (ctypes.c_char_p * len(DEFAULT_SEQUENCE_BREAKERS))(*(b.encode() for b in DEFAULT_SEQUENCE_BREAKERS))
+    args = (0.8, 1.75, 2, WHOLE, strings, len(DEFAULT_SEQUENCE_BREAKERS))
+    if len(llama_cpp.llama_sampler_init_dry.argtypes) == 8:
+        args = (WHOLE, *args)
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    llama_cpp.llama_sampler_chain_add(
+        chain, llama_cpp.llama_sampler_init_dry(llama_cpp.llama_model_get_vocab(llm.model), *args)
+    )
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+    out: list[int] = []
+    try:
+        for token in prompt:
+            llama_cpp.llama_sampler_accept(chain, token)
+        llm.eval(prompt)
+        while len(out) < n_tokens:
+            token = llama_cpp.llama_sampler_sample(chain, llm.ctx, -1)
+            if token in provider.eos_token_ids:
+                break
+            out.append(token)
+            llm.eval([token])
+    finally:
+        llama_cpp.llama_sampler_free(chain)
+    return out
+
+
 @pytest.mark.llamacpp
-def test_dry_shortens_the_repeats_of_prompts_that_loop(provider):
+def test_greedy_with_dry_is_llama_cpps_greedy_with_dry_and_shortens_the_repeats_of_prompts_that_loop(provider):
     # Prompts of bench/loop_guard.py that loop greedily on SmolLM2 without a penalty (the control run checks it).
     prompts = [
         "Write a story about a lighthouse keeper who finds a message in a bottle.",
@@ -341,9 +372,11 @@ def test_dry_shortens_the_repeats_of_prompts_that_loop(provider):
     off, on = [], []
     for prompt in prompts:
         chat = provider.encode(provider.apply_chat_template([{"role": "user", "content": prompt}]))
-        for strategy, lengths in ((None, off), (DryStrategy(0.8), on)):
-            result = BacktrackSampler(provider, strategy).generate_text(chat, max_new_tokens=200, temperature=0)
-            assert result.stats.rewinds == 0
-            lengths.append(longest_repeat(result.tokens))
+        plain = BacktrackSampler(provider).generate_text(chat, max_new_tokens=160, temperature=0)
+        dry = BacktrackSampler(provider, DryStrategy(0.8)).generate_text(chat, max_new_tokens=160, temperature=0)
+        assert dry.stats.rewinds == 0
+        assert list(dry.tokens) == llama_greedy_with_dry(provider, chat, 160)  # token for token
+        off.append(longest_repeat(plain.tokens))
+        on.append(longest_repeat(dry.tokens))
     assert max(off) >= 20, f"the control run did not loop: longest repeats {off}"
     assert sum(on) < sum(off), (on, off)
