@@ -469,6 +469,8 @@ def abort_midway(st: SillyTavern, route: str, body: dict, recorder: Recorder | N
 
 WORD = re.compile(r"[A-Za-z]{4,}")
 STORY = "User: Tell me a short story about a girl and her dog.\nSeraphina:"
+GREEDY = {"temp": 0}
+"""The user's temperature slider at 0: greedy, so a control run shows what the bans changed."""
 
 
 @dataclass
@@ -618,38 +620,55 @@ class LiveTextgen:
         except httpx.TimeoutException:
             row.status = "no answer in 20 s"
         row.tokenize = f"ids of ' dog': {self.token_ids(' dog')}"
-        # A control run with no bans picks the words to ban.
-        reply = self.st.post(self.route, self.body())
+        # A greedy control run (the user's temperature at 0) with an empty ban box picks the words to ban.
+        reply = self.st.post(self.route, self.body(settings=GREEDY))
         row.generate = short(reply)
         control = reply_text(reply)
-        bans = pick_bans(control or "")
-        if not bans:
+        words = [w for w in dict.fromkeys(WORD.findall(control or "")) if w != "Seraphina"]
+        # The unquoted line: a word the model writes as one token, with its leading space.
+        if len(words) < 2:
             row.odd.append(f"control run wrote too little to ban: {control!r}")
             return
-        self.bans(*bans)
+        unquoted = next((w for w in words[1:] if len(self.token_ids(" " + w) or []) == 1), None)
+        if unquoted is None:
+            row.odd.append("no word of the control tokenized as one token: the unquoted line bans what SillyTavern got")
+            unquoted = words[1]
+        quoted = next(w for w in words if w != unquoted)
+        self.bans(control, quoted, unquoted)
         self.abort()
 
-    def bans(self, quoted: str, word: str) -> None:
-        """The ban box with ``quoted`` as a string and `` word`` unquoted (the token the model writes), seed -1."""
+    def bans(self, control: str, quoted: str, word: str) -> None:
+        """The ban box with ``quoted`` as a string and `` word`` unquoted (the token the model writes)."""
         line = " " + word
         ids = self.token_ids(line)
         box = ban_box(quoted, line)
         token_ids = {line: ids or []}
-        body = self.body(banned_tokens=box, token_ids=token_ids)
+        bans = (quoted, word)
+        body = self.body(banned_tokens=box, token_ids=token_ids, settings=GREEDY)
         reply = self.st.post(self.route, body)
         text = reply_text(reply)
         if text is None:
             self.row.generate += f"; with bans: {short(reply)}"
         streamed, self.row.stream = stream_through(
-            self.st, self.route, self.body(banned_tokens=box, streaming=True, token_ids=token_ids), self.mode
+            self.st,
+            self.route,
+            self.body(banned_tokens=box, streaming=True, token_ids=token_ids, settings=GREEDY),
+            self.mode,
         )
-        found = {"generate": banned_in(text or "", (quoted, word)), "stream": banned_in(streamed, (quoted, word))}
+        self.row.stream += f"; == non-streamed: {'yes' if streamed == text else 'NO'}"
+        sampled = reply_text(self.st.post(self.route, self.body(banned_tokens=box, token_ids=token_ids)))
+        found = {
+            "control": banned_in(control, bans),
+            "greedy": banned_in(text or "", bans),
+            "greedy streamed": banned_in(streamed, bans),
+            "seed -1": banned_in(sampled or "", bans),
+        }
         sent = {k: body[k] for k in ("banned_strings", "custom_token_bans") if k in body}
-        self.row.bans = f"{quoted!r} quoted, {line!r} unquoted (ids {ids}); sent {sent}; found in the output: {found}"
+        self.row.bans = f"{quoted!r} quoted, {line!r} unquoted (ids {ids}); page sent {sent}; words found: {found}"
         if self.mode in SWIPE_MODES:
             reply = self.st.post(self.route, self.body(banned_tokens=box, n=2, token_ids=token_ids))
             choices = reply.json().get("choices") if reply.status_code == 200 else None
-            found_each = [banned_in(c.get("text") or "", (quoted, word)) for c in choices or []]
+            found_each = [banned_in(c.get("text") or "", bans) for c in choices or []]
             self.row.swipes = f"{len(choices or [])} choices, banned words found in each: {found_each}"
 
     def abort(self) -> None:

@@ -15,6 +15,7 @@
 //   kobold_versions: ["1.2.5", "KoboldCpp"],       what /api/backends/kobold/status returned
 //   token_ids: {"text": [ids]}                    answers of the tokenize calls
 //   models: ["id", ...]                           the ids the status call listed
+//   settings: {temp: 0, ...}                      the user's changes to the Text Completion settings
 // }
 // Output: { status: body of the status call, generate: body of the generate
 // call, ajax: [{url, data}] the tokenize calls made while building it }.
@@ -76,6 +77,7 @@ if (scenario.main_api === 'textgenerationwebui') {
     settings.banned_tokens = scenario.banned_tokens ?? '';
     settings.streaming = Boolean(scenario.streaming);
     settings.n = scenario.n ?? 1;
+    Object.assign(settings, scenario.settings ?? {}); // the user's own changes, e.g. {temp: 0}
     // textgen-models.js#loadVllmModels: after a status call, the first model listed (Tabby's list starts with '').
     if (scenario.type === 'vllm') settings.vllm_model = scenario.models?.[0] ?? '';
     // public/script.js#getStatusTextgen
