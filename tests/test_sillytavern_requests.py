@@ -401,8 +401,8 @@ def long_generation(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", [*BAN_MODES, "vllm", "kobold"])
-def test_abort_frees_the_slot(replay, live_server, server_provider, mode):
-    """The Stop button mid-stream: SillyTavern drops the stream (KoboldCpp: and posts /api/extra/abort first)."""
+def test_abort_frees_the_slot(replay, live_server, mode):
+    """The Stop button mid-stream: SillyTavern drops the stream (KoboldCpp modes: after posting /api/extra/abort)."""
     worker = live_server.worker
     stream_request, *after = requests_of(mode, "abort")
     done = len(worker.history)
@@ -426,3 +426,32 @@ def test_abort_frees_the_slot(replay, live_server, server_provider, mode):
     reply = replay.send(request, greedy(empty_ban_box(replay.body(request))))
     assert reply.status_code == 200, reply.text
     assert page_text(mode, reply.json()).strip()
+
+
+ABORT_REACHES_V1 = pytest.mark.xfail(
+    strict=True,
+    reason="issue 21: /api/extra/abort (no genkey) stops only KoboldCpp-API generations, not the /v1/completions "
+    "stream SillyTavern's KoboldCpp mode opened (answers success false); harmless there, SillyTavern drops the stream",
+)
+
+
+@pytest.mark.parametrize("mode", [pytest.param("koboldcpp", marks=ABORT_REACHES_V1), "kobold"])
+def test_the_abort_call_alone_stops_the_generation(replay, live_server, mode):
+    """KoboldCpp's /api/extra/abort ends the running generation: the stream, still open, finishes early."""
+    worker = live_server.worker
+    stream_request, abort_request = requests_of(mode, "abort")
+    done = len(worker.history)
+    body = long_generation(replay.body(stream_request))
+    headers = stream_request.get("headers") or {}
+    with replay.client.stream("POST", stream_request["path"], content=json.dumps(body), headers=headers) as response:
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))
+        reply = replay.send(abort_request)
+        assert reply.status_code == 200, reply.text
+        events = sse([first, "", *lines])
+    _, _, ended = page_stream(mode, events)
+    assert ended
+    assert worker.wait_idle(timeout=120)
+    record = worker.history[done]
+    assert record.status == "cancelled" and record.tokens_sampled < 400
+    assert reply.json()["success"] == "true"
