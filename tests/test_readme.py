@@ -73,3 +73,14 @@ def test_custom_strategy_example_runs_on_the_embedded_model(llm):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(out.stdout.split()) >= 10
+
+
+def test_readme_lists_every_field_the_server_ignores_and_honours():
+    # The clients' section of the README names each field of server/ignored_fields.py (and a test
+    # failing here means the list and the README disagree).
+    from backtrack_sampler.server.ignored_fields import HONOURED, IGNORED
+
+    section = README[README.index("### Use it from SillyTavern") : README.index("## Remote engines and batch jobs")]
+    missing = [name for name in (*IGNORED, *HONOURED) if f"`{name}`" not in section]
+    assert not missing, f"the README's clients section does not name {missing}"
+    assert not set(IGNORED) & set(HONOURED)

@@ -19,7 +19,7 @@ HONOURED: dict[str, str] = {
     "max_length": "max_tokens under KoboldCpp's name",
     "n_predict": "max_tokens under llama.cpp's name (-1: the server's limit)",
     "temperature": "0 is greedy",
-    "top_p": "nucleus mass in (0, 1]",
+    "top_p": "nucleus mass in [0, 1]; 0 keeps the most likely token alone",
     "top_k": "0 or -1: off",
     "min_p": "0: off",
     "presence_penalty": "OpenAI's",
