@@ -93,6 +93,13 @@ def test_seed_and_sampler_seed(http):
     assert error_of(http, sampler_seed=True)["param"] == "sampler_seed"
 
 
+def test_an_empty_model_name_means_the_served_model(http):
+    # SillyTavern's vLLM mode sends "model": "" when its status call found no model.
+    assert text_of(http, model="") == text_of(http)
+    response = http.post(COMPLETIONS, json={"model": "other", "prompt": "Hi", "max_tokens": 2})
+    assert response.status_code == 404 and response.json()["error"]["param"] == "model"
+
+
 def test_top_p_zero_keeps_the_most_likely_token_alone(http):
     # llama.cpp's and KoboldCpp's nucleus keeps at least one token: top_p 0 is greedy, at any temperature.
     hot = dict(temperature=3.0, max_tokens=16)

@@ -428,14 +428,7 @@ def test_abort_frees_the_slot(replay, live_server, mode):
     assert page_text(mode, reply.json()).strip()
 
 
-ABORT_REACHES_V1 = pytest.mark.xfail(
-    strict=True,
-    reason="issue 21: /api/extra/abort (no genkey) stops only KoboldCpp-API generations, not the /v1/completions "
-    "stream SillyTavern's KoboldCpp mode opened (answers success false); harmless there, SillyTavern drops the stream",
-)
-
-
-@pytest.mark.parametrize("mode", [pytest.param("koboldcpp", marks=ABORT_REACHES_V1), "kobold"])
+@pytest.mark.parametrize("mode", ["koboldcpp", "kobold"])
 def test_the_abort_call_alone_stops_the_generation(replay, live_server, mode):
     """KoboldCpp's /api/extra/abort ends the running generation: the stream, still open, finishes early."""
     worker = live_server.worker

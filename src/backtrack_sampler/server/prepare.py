@@ -46,8 +46,8 @@ DRY_DEFAULT_BREAKERS = ("\n", ":", '"', "*")  # llama.cpp's and SillyTavern's de
 
 
 def check_model(requested: str | None, settings: ServerSettings) -> None:
-    """404 when the request names another model than the one served."""
-    if requested is not None and requested != settings.model_name:
+    """404 when the request names another model than the one served (``""``, as SillyTavern may send: none)."""
+    if requested and requested != settings.model_name:
         raise APIError(
             f"model {requested!r} is not served here; this server serves {settings.model_name!r}",
             param="model",

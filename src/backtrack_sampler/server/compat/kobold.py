@@ -7,8 +7,11 @@
 - ``POST /api/extra/generate/stream``: the same, as ``event: message`` /
   ``data: {"token": piece, "finish_reason": "null"}`` events; the last carries
   ``"finish_reason": "stop"`` or ``"length"`` (an error: ``"error"`` and an ``error`` object).
-- ``POST /api/extra/abort``: stops the generations sent with the body's ``genkey``
-  (no genkey: those sent without one) -> ``{"success": "true"|"false", "done": ...}``.
+- ``POST /api/extra/abort``: stops the generations sent with the body's ``genkey``;
+  without one (SillyTavern sends no body), KoboldCpp's rule: the generation
+  running when it is the only one queued or running, whatever route started it
+  (SillyTavern's KoboldCpp mode generates through ``/v1/completions``), else
+  those sent here without a genkey -> ``{"success": "true"|"false", "done": ...}``.
 - ``POST /api/extra/tokencount``: ``{"prompt"}`` -> ``{"value": n, "ids": [...]}``.
 - ``GET /api/v1/model`` (``{"result": "koboldcpp/<model>"}``), ``GET /api/extra/version``
   (``{"result": "KoboldCpp", "version": "1.76", ...}``: SillyTavern then streams,
@@ -43,7 +46,7 @@ from backtrack_sampler.server.errors import APIError, error_body
 from backtrack_sampler.server.generation import ChoiceDone, Output, TextOut
 from backtrack_sampler.server.openapi import ROUTE_RESPONSES
 from backtrack_sampler.server.sse import EventStreamResponse
-from backtrack_sampler.server.worker import Job, JobFailed
+from backtrack_sampler.server.worker import Job, JobFailed, ModelWorker
 
 KOBOLDCPP_VERSION = "1.76"
 """The KoboldCpp version we answer as: at or above every version SillyTavern checks (1.30 streaming,
@@ -92,6 +95,20 @@ class Generations:
         for job in found:
             job.cancel()
         return bool(found)
+
+    def abort_keyless(self, worker: ModelWorker) -> bool:
+        """An abort without ``genkey``: the server's only generation, or those sent here without a key.
+
+        KoboldCpp stops its one generation when no other request waits; with
+        several running, only the keyless ones of this API are stopped.
+        """
+        job = worker.running
+        if job is not None and worker.status()["queued_or_running"] == 1:
+            if any(j is job and key for key, j in self.running):
+                return False  # it was sent with a key: only that key stops it
+            job.cancel()
+            return True
+        return self.abort("")
 
 
 class KoboldResults:
@@ -148,8 +165,9 @@ def kobold_router() -> APIRouter:
         return EventStreamResponse(_stream(submitted, generations))
 
     @router.post("/api/extra/abort", response_model=None, responses=ROUTE_RESPONSES["kobold_abort"])
-    async def abort(body: KoboldAbortRequest | None = None) -> dict[str, Any]:
-        found = generations.abort((body.genkey if body else None) or "")
+    async def abort(request: Request, body: KoboldAbortRequest | None = None) -> dict[str, Any]:
+        genkey = (body.genkey if body else None) or ""
+        found = generations.abort(genkey) if genkey else generations.abort_keyless(request.app.state.worker)
         return {"success": "true" if found else "false", "done": "true" if found else "false"}
 
     @router.post("/api/extra/tokencount", response_model=None, responses=ROUTE_RESPONSES["kobold_tokencount"])
