@@ -364,19 +364,27 @@ def llama_greedy_with_dry(provider, prompt: list[int], n_tokens: int) -> list[in
 
 @pytest.mark.llamacpp
 def test_greedy_with_dry_is_llama_cpps_greedy_with_dry_and_shortens_the_repeats_of_prompts_that_loop(provider):
-    # Prompts of bench/loop_guard.py that loop greedily on SmolLM2 without a penalty (the control run checks it).
-    prompts = [
+    # Which prompts loop greedily depends on the CPU's kernels (llama.cpp's rounding): the control run picks,
+    # among prompts of which several loop on every kernel set seen (AVX2: 4 of 4, AVX only: 3 of 4), the first
+    # two whose plain greedy run repeats a run of 20 tokens or more.
+    candidates = [
         "Write a story about a lighthouse keeper who finds a message in a bottle.",
-        "Write a story about a little girl who wants to fly.",
+        "Write a poem about the sea.",
+        "List the days of the week, again and again.",
+        "Write a long story about a cat.",
     ]
     off, on = [], []
-    for prompt in prompts:
+    for prompt in candidates:
         chat = provider.encode(provider.apply_chat_template([{"role": "user", "content": prompt}]))
         plain = BacktrackSampler(provider).generate_text(chat, max_new_tokens=160, temperature=0)
+        if longest_repeat(plain.tokens) < 20:
+            continue
         dry = BacktrackSampler(provider, DryStrategy(0.8)).generate_text(chat, max_new_tokens=160, temperature=0)
         assert dry.stats.rewinds == 0
         assert list(dry.tokens) == llama_greedy_with_dry(provider, chat, 160)  # token for token
         off.append(longest_repeat(plain.tokens))
         on.append(longest_repeat(dry.tokens))
-    assert max(off) >= 20, f"the control run did not loop: longest repeats {off}"
+        if len(off) == 2:
+            break
+    assert len(off) == 2, f"fewer than 2 of {len(candidates)} prompts looped in the control run: {off}"
     assert sum(on) < sum(off), (on, off)
