@@ -168,7 +168,8 @@ class Tracer:
     def compare(self, phase_a: str, phase_b: str, greedy_of=lambda key: False) -> list[Parting]:
         """Every generation traced in both phases, compared; returns the partings (each asserted a near-tie)."""
         partings = []
-        for phase, prompt, seed in sorted(k for k in self.traces if k[0] == phase_a):
+        keys = sorted((k for k in self.traces if k[0] == phase_a), key=lambda k: (k[1], k[2] is not None, k[2] or 0))
+        for phase, prompt, seed in keys:  # (a greedy run's seed is None)
             other = (phase_b, prompt, seed)
             assert other in self.traces, f"phase {phase_b!r} has no generation of a prompt that {phase_a!r} has"
             where = assert_same_or_near_tie(

@@ -110,16 +110,27 @@ def run_together(function, items) -> list:
     return results
 
 
-def test_concurrent_streams_get_what_each_request_gets_alone(server):
-    """7 streams on 4 slots (3 queue): greedy ones, a seeded sampled one, stop strings and logprobs."""
+def test_concurrent_streams_get_what_each_request_gets_alone(server, monkeypatch):
+    """7 streams on 4 slots (3 queue): greedy ones, a seeded sampled one, stop strings and logprobs.
+
+    Each stream is what its request gets alone, or parts from it where rounding decides between two
+    nearly tied tokens (which sequences share a decode changes llama.cpp's rounding; near_tie.py).
+    """
+    tracer = Tracer().install(monkeypatch)  # the server's engine runs in this process
     bodies = [greedy(q) for q in QUESTIONS]
     bodies.append(chat(QUESTIONS[0], temperature=0.9, seed=11))
+    tracer.phase = "alone"
     alone = [post(server, body)["choices"][0]["message"]["content"] for body in bodies]
     worker = server.worker
     assert worker.wait_idle(timeout=120)  # the last answer may reach the client before its job is counted
     before = dict(worker.counts)
+    tracer.phase = "together"
     together = run_together(lambda body: streamed_text(server, body), bodies)
-    assert together == alone
+    assert sum(key[0] == "alone" for key in tracer.traces) == len(bodies)
+    # Greedy requests have no seed; each parting is asserted a near-tie of the logits both runs saw.
+    partings = tracer.compare("alone", "together", greedy_of=lambda key: key[1] is None)
+    differing = [i for i, (a, b) in enumerate(zip(alone, together, strict=True)) if a != b]
+    assert len(differing) <= len(partings), (differing, partings)
     assert worker.wait_idle(timeout=120)
     assert worker.counts["completed"] - before["completed"] == len(bodies)
     assert server.worker.batch_stats()["max_sequences"] >= 2  # they shared decodes
