@@ -78,14 +78,17 @@ BAD = [
     ({"id": "y", "messages": [{"role": "user", "content": "hi"}]}, "invalid_params", "has no chat template"),
     ({"id": "z", "prompt": "a", "strategy": "antislop"}, "invalid_params", "needs banned_strings"),
     ({"id": "zz", "prompt": "q"}, "invalid_params", "cannot be encoded"),
+    ({"id": "r1", "prompt": "a", "raw": "yes"}, "invalid_params", "raw must be true or false, got 'yes'"),
+    ({"id": "r2", "messages": [{"role": "user", "content": "a"}], "raw": True}, "invalid_params", "raw applies to"),
 ]
+RAW = BatchDefaults(raw=True)  # the scripted model has no chat template: its lines' prompts are text to continue
 
 
 def test_bad_lines_are_reported_and_the_run_goes_on(tmp_path):
     lines = [*GOOD, *(line for line, _, _ in BAD)]
     source = write_lines(tmp_path / "in.jsonl", lines)
     out = tmp_path / "out.jsonl"
-    summary = run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10), progress=None)
+    summary = run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10, raw=True), progress=None)
     records = read_records(out)
     assert summary.total == len(lines) and summary.ran == len(lines) and summary.errors == len(BAD)
     results = {r["id"]: r for r in records if "error" not in r}
@@ -93,6 +96,7 @@ def test_bad_lines_are_reported_and_the_run_goes_on(tmp_path):
     for result in results.values():
         assert result["finish_reason"] in ("eos", "length") and result["stats"]["tokens_emitted"] > 0
     assert results["one"]["stats"]["tokens_emitted"] <= 6
+    assert {result["prompt_mode"] for result in results.values()} == {"raw"}
     errors = {r["line"]: r for r in records if "error" in r}
     for number, (_, kind, message) in enumerate(BAD, len(GOOD) + 1):
         assert errors[number]["error"]["type"] == kind
@@ -104,7 +108,7 @@ def test_a_restart_skips_what_is_done_and_repairs_the_files(tmp_path):
     lines = [*GOOD, "broken", {"id": "one", "prompt": "dup"}, {"id": "four", "prompt": "ab", "banned_strings": ["ab"]}]
     source = write_lines(tmp_path / "in.jsonl", lines)
     out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
-    defaults = BatchDefaults(max_tokens=10, temperature=0)
+    defaults = BatchDefaults(max_tokens=10, temperature=0, raw=True)
     run_batch(source, out, [scripted()], defaults, events_path=pairs, progress=None)
     complete = read_records(out)
     assert len(complete) == len(lines)
@@ -144,7 +148,7 @@ def test_a_bug_stops_the_run_and_is_not_written_as_a_bad_line(tmp_path):
     ]
     source, out = write_lines(tmp_path / "in.jsonl", lines), tmp_path / "out.jsonl"
     with pytest.raises(ValueError, match="a bug in the model") as info:
-        run_batch(source, out, [text_provider(VOCAB, buggy)], progress=None)
+        run_batch(source, out, [text_provider(VOCAB, buggy)], RAW, progress=None)
     assert not isinstance(info.value, BatchError)
     assert "line 3 (id 'bug')" in "".join(getattr(info.value, "__notes__", ["line 3 (id 'bug')"]))
     records = {r["id"]: r for r in read_records(out)}
@@ -152,7 +156,7 @@ def test_a_bug_stops_the_run_and_is_not_written_as_a_bad_line(tmp_path):
     assert records["bad"]["error"]["type"] == "invalid_params" and "top_k" in records["bad"]["error"]["message"]
     assert "error" not in records["ok"]
     # Fixed, the same command finishes the rest.
-    assert run_batch(source, out, [scripted()], progress=None).ran == 2
+    assert run_batch(source, out, [scripted()], RAW, progress=None).ran == 2
 
 
 def test_strategies_come_from_the_registry_and_the_bans_join_them(tmp_path):
@@ -178,7 +182,7 @@ def test_strategies_come_from_the_registry_and_the_bans_join_them(tmp_path):
         {"id": "chain", "prompt": "a", "strategy": ["adaptive_temperature", "json"], "banned_strings": ["ab"]},
     ]
     source, out = write_lines(tmp_path / "in.jsonl", lines), tmp_path / "out.jsonl"
-    run_batch(source, out, [scripted()], BatchDefaults(max_tokens=3, temperature=0), progress=None)
+    run_batch(source, out, [scripted()], BatchDefaults(max_tokens=3, temperature=0, raw=True), progress=None)
     records = {r["id"]: r for r in read_records(out)}
     assert "error" not in records["chain"], records["chain"]
     errors = {name: records[name]["error"]["message"] for name in ("none", "param", "value", "human")}
@@ -191,6 +195,7 @@ def test_strategies_come_from_the_registry_and_the_bans_join_them(tmp_path):
 def test_parse_line_fills_in_the_defaults():
     job = parse_line('{"id": 7, "prompt": "x", "top_k": 0}', 3, BatchDefaults(max_tokens=9, seed=2, bans=("zz",)))
     assert job.id == 7 and job.line == 3 and job.prompt == "x" and job.bans == ("zz",)
+    assert job.prompt_mode == "chat" and job.chat_messages == [{"role": "user", "content": "x"}]
     assert job.sampling == {
         "max_new_tokens": 9,
         "temperature": 1.0,
@@ -388,7 +393,8 @@ def test_local_concurrency_gives_each_line_the_result_it_gets_alone(
         tracer.phase = phase
         out, pairs = tmp_path / f"out{phase}.jsonl", tmp_path / f"pairs{phase}.jsonl"
         args = ["batch", str(source), "-o", str(out), "--events-out", str(pairs), "--model", str(smollm_path)]
-        args += ["--concurrency", concurrency, "--threads", "1", "--max-tokens", "24", *sampling]
+        # --raw: the starts are texts to continue, and no two share a prefix (a chat template is one).
+        args += ["--raw", "--concurrency", concurrency, "--threads", "1", "--max-tokens", "24", *sampling]
         args += [a for b in bans for a in ("--ban", b)]
         assert main(args) == 0, capsys.readouterr().err
         assert f"[batch] {len(lines)}/{len(lines)} done" in capsys.readouterr().err
@@ -498,7 +504,7 @@ def half_done(tmp_path: Path) -> tuple[Path, Path, Path, bytes, bytes]:
     """A run killed after two lines, in the middle of the third: (input, output, pairs, their bytes)."""
     source = write_lines(tmp_path / "in.jsonl", [*GOOD, {"id": "four", "prompt": "ab", "banned_strings": ["ab"]}])
     out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
-    run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10), events_path=pairs, progress=None)
+    run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10, raw=True), events_path=pairs, progress=None)
     records = out.read_text().splitlines(keepends=True)
     out.write_text("".join(records[:2]) + records[2][:20])
     return source, out, pairs, out.read_bytes(), pairs.read_bytes()
@@ -508,12 +514,12 @@ def test_resuming_on_a_read_only_file_system_is_one_line_and_changes_nothing(tmp
     source, out, pairs, out_before, pairs_before = half_done(tmp_path)
     read_only()
     # The command: refused before any model is loaded.
-    assert main(["batch", str(source), "-o", str(out), "--events-out", str(pairs)]) == 2
+    assert main(["batch", str(source), "-o", str(out), "--events-out", str(pairs), "--raw"]) == 2
     err = one_error_line(capsys.readouterr().err)
     assert f"error: argument --output: cannot write {str(out)!r}: Read-only file system" in err
     # The library: a BatchError naming the file.
     with pytest.raises(BatchError, match="Read-only file system") as caught:
-        run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10), events_path=pairs, progress=None)
+        run_batch(source, out, [scripted()], BatchDefaults(max_tokens=10, raw=True), events_path=pairs, progress=None)
     assert caught.value.path == out
     assert out.read_bytes() == out_before and pairs.read_bytes() == pairs_before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl", "pairs.jsonl"]
@@ -531,7 +537,7 @@ def test_a_write_failing_mid_run_exits_1_naming_the_output(tmp_path, capsys, mon
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
-    args = ["batch", str(source), "-o", str(out), "--concurrency", "1", "--no-progress", "--max-tokens", "10"]
+    args = ["batch", str(source), "-o", str(out), "--concurrency", "1", "--no-progress", "--max-tokens", "10", "--raw"]
     assert main(args) == 1
     err = one_error_line(capsys.readouterr().err)
     assert f"error: argument --output: cannot write {str(out)!r}: No space left on device" in err

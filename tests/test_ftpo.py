@@ -272,7 +272,7 @@ def read_records(path: Path) -> list[dict]:
 def test_batch_writes_ftpo_records_and_resumes_without_duplicates(tmp_path):
     source = write_lines(tmp_path / "in.jsonl", LINES)
     out, events = tmp_path / "out.jsonl", tmp_path / "ftpo.jsonl"
-    defaults = BatchDefaults(max_tokens=10, temperature=0)
+    defaults = BatchDefaults(max_tokens=10, temperature=0, raw=True)  # prompts to continue
     settings = FtpoSettings(min_p=0.05)
     summary = run_batch(source, out, [batch_provider()], defaults, events_path=events, progress=None, ftpo=settings)
     complete, records = read_records(out), read_records(events)
@@ -301,7 +301,7 @@ def test_batch_writes_ftpo_records_and_resumes_without_duplicates(tmp_path):
 def test_an_events_file_of_the_other_kind_is_refused_untouched(tmp_path):
     source = write_lines(tmp_path / "in.jsonl", LINES[:2])
     out, events = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
-    defaults = BatchDefaults(max_tokens=10, temperature=0)
+    defaults = BatchDefaults(max_tokens=10, temperature=0, raw=True)  # prompts to continue
     run_batch(source, out, [batch_provider()], defaults, events_path=events, progress=None)  # DPO pairs
     before = events.read_bytes()
     assert before

@@ -71,7 +71,7 @@ def test_a_batch_input_line_holding_a_separator_stays_one_line_with_its_number(t
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    summary = run_batch(source, out, [scripted()], BatchDefaults(max_tokens=2), progress=None)
+    summary = run_batch(source, out, [scripted()], BatchDefaults(max_tokens=2, raw=True), progress=None)
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line]
     assert summary.total == len(lines) == len(records)
     by_line = {r["line"]: r for r in records}
@@ -85,7 +85,7 @@ def test_a_batch_input_line_holding_a_separator_stays_one_line_with_its_number(t
     assert by_line[len(lines)]["id"] == "last" and "error" not in by_line[len(lines)]
     # Resuming reads the output back, with the same records: nothing runs twice.
     assert len(recover_jsonl(out, ("id", "line"))) == len(lines)
-    again = run_batch(source, out, [scripted()], BatchDefaults(max_tokens=2), progress=None)
+    again = run_batch(source, out, [scripted()], BatchDefaults(max_tokens=2, raw=True), progress=None)
     assert again.done_before == len(lines) and again.ran == 0
 
 

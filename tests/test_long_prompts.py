@@ -65,7 +65,7 @@ def test_batch_reports_a_huge_prompt_line_without_tokenizing_it(tmp_path):
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
     provider = counted_provider()
     out = tmp_path / "out.jsonl"
-    run_batch(source, out, [provider], BatchDefaults(max_tokens=2), progress=None)
+    run_batch(source, out, [provider], BatchDefaults(max_tokens=2, raw=True), progress=None)
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     for name in ("huge", "chat"):
         error = records[name]["error"]

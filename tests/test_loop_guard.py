@@ -432,7 +432,7 @@ def test_a_server_request_and_a_batch_line_build_it_through_the_registry(tmp_pat
     ]
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    run_batch(source, out, [batch_provider], BatchDefaults(max_tokens=12), progress=None)
+    run_batch(source, out, [batch_provider], BatchDefaults(max_tokens=12, raw=True), progress=None)
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert all("error" not in r for r in records.values()), records
     texts = {name: r["text"] for name, r in records.items()}

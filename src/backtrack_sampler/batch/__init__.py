@@ -2,12 +2,21 @@
 
 Each input line is an object::
 
-    {"id": "story-1", "prompt": "Once upon a time"}                     # sent as is
-    {"id": 2, "messages": [{"role": "user", "content": "Hi"}],          # through the chat template
+    {"id": "story-1", "prompt": "Write a story about a dog."}          # a user message, through the chat template
+    {"id": "story-2", "prompt": "Once upon a time", "raw": true}       # sent as is
+    {"id": 3, "messages": [{"role": "user", "content": "Hi"}],          # through the chat template
      "max_tokens": 200, "temperature": 0.8, "seed": 1, "top_p": 0.95, "top_k": 40, "min_p": 0.05,
      "banned_strings": ["tapestry"], "strategy": "antislop"}
 
-Each output line is ``{"id", "line", "text", "finish_reason", "stats"}``, or
+A ``prompt`` means what ``generate PROMPT`` means: a user message through the
+model's chat template, unless the line says ``"raw": true`` or the run says
+``raw`` (``BatchDefaults.raw``, ``batch --raw``, as ``generate --raw``); a
+line's ``"raw"`` wins over the run's. On a model without a chat template a
+``prompt`` line that is not raw stops the run before it starts (as
+``generate`` refuses it without ``--raw``).
+
+Each output line is ``{"id", "line", "text", "finish_reason", "stats", "prompt_mode"}``
+(``prompt_mode``: ``"chat"`` or ``"raw"``, how the prompt reached the model), or
 ``{"id", "line", "error": {"type", "message"}}`` for a line that cannot run
 (its id may be ``null`` when the line has none). With ``events_out``, every
 rewind that banned text becomes a preference pair (``preference_pairs``), or,
@@ -25,6 +34,8 @@ How a run survives being killed at any moment (even SIGKILL):
    ids with a result, lines with a line-level error.
 3. Pairs of ids without a result (written just before a kill) are dropped.
 4. The input is read again; lines already answered are skipped, the rest run.
+   A run that would send an answered line's prompt the other way (chat
+   template or raw) is refused before it writes anything (``SettingsError``).
 
 The modules, in the order a run uses them: ``lines`` (input lines and their
 checks), ``plan`` (what is left to do), ``job`` (running one line),
@@ -32,13 +43,15 @@ checks), ``plan`` (what is left to do), ``job`` (running one line),
 and ``run`` (``run_batch``); ``errors`` holds the two kinds of failure.
 """
 
-from backtrack_sampler.batch.errors import LINE_ERRORS, BatchError, LineError, error_record
+from backtrack_sampler.batch.errors import LINE_ERRORS, BatchError, LineError, SettingsError, error_record
 from backtrack_sampler.batch.ftpo import FtpoSettings, ftpo_records
 from backtrack_sampler.batch.job import build_strategy, prepare, result_record, run_job
 from backtrack_sampler.batch.jsonl import JsonlAppender, recover_jsonl, rewrite_jsonl
 from backtrack_sampler.batch.lines import (
+    CHAT,
     LINE_FIELDS,
     NO_STRATEGY,
+    RAW,
     BatchDefaults,
     Job,
     check_strategy,
@@ -53,9 +66,11 @@ from backtrack_sampler.batch.progress import Progress
 from backtrack_sampler.batch.run import BatchSummary, run_batch
 
 __all__ = [
+    "CHAT",
     "LINE_ERRORS",
     "LINE_FIELDS",
     "NO_STRATEGY",
+    "RAW",
     "BatchDefaults",
     "BatchError",
     "BatchSummary",
@@ -65,6 +80,7 @@ __all__ = [
     "LineError",
     "Plan",
     "Progress",
+    "SettingsError",
     "build_strategy",
     "check_strategy",
     "comparable_continuation",

@@ -21,6 +21,14 @@ class BatchError(Exception):
         self.path = Path(path) if path is not None else None
 
 
+class SettingsError(BatchError):
+    """The command does not fit its output or its model; found before anything is written: change the command.
+
+    A prompt mode other than the one the output was begun with, or prompts for
+    a chat template the model lacks. Running again unchanged fails again.
+    """
+
+
 class LineError(Exception):
     """A line that cannot run: reported in the output with ``kind`` and the run goes on.
 

@@ -82,7 +82,7 @@ def prepare(
     ``candidates_min_p`` is passed to it (the likely tokens of each rewind).
     """
     strategy = build_strategy(job, provider)
-    prompt = job.prompt if job.prompt is not None else _chat_prompt(job, provider)
+    prompt = job.prompt if job.raw else _chat_prompt(job, provider)
     try:
         sampler = BacktrackSampler(provider, strategy, budget)
         return prompt, sampler.stream(prompt, job.params, candidates_min_p=candidates_min_p)
@@ -91,10 +91,13 @@ def prepare(
 
 
 def _chat_prompt(job: Job, provider: BaseProvider) -> str:
+    """The job's messages (or its prompt as a user message) through the model's chat template."""
+    field = "messages" if job.messages is not None else "prompt"
+    hint = "" if job.messages is not None else ' (give the line "raw": true, or run with --raw)'
     try:
-        return provider.apply_chat_template(job.messages)
+        return provider.apply_chat_template(job.chat_messages)
     except (NotImplementedError, ValueError) as exc:
-        raise LineError("invalid_params", f"messages: {exc}") from None
+        raise LineError("invalid_params", f"{field}: {exc}{hint}") from None
 
 
 def run_job(
@@ -176,6 +179,7 @@ def result_record(job: Job, finish: FinishEvent) -> dict[str, Any]:
     """The output record of a finished job: its text, finish reason and stats."""
     stats = asdict(finish.stats) | {"tokens_per_second": round(finish.stats.tokens_per_second, 3)}
     record = {"id": job.id, "line": job.line, "text": finish.text, "finish_reason": finish.reason, "stats": stats}
+    record["prompt_mode"] = job.prompt_mode  # a resumed run checks it (``plan``), ``score --prompts`` reads it
     if finish.detail:
         record["finish_detail"] = finish.detail
     return record

@@ -22,6 +22,7 @@ from backtrack_sampler.strategy.ban_scope import BanScope
 LINE_FIELDS = (
     "id",
     "prompt",
+    "raw",
     "messages",
     "max_tokens",
     "temperature",
@@ -35,6 +36,11 @@ LINE_FIELDS = (
     "strategy",
 )
 NO_STRATEGY = "none"  # a line's strategy that asks for none (not even the AntiSlop of the bans)
+
+# How a job's prompt reaches the model (``Job.prompt_mode``, written in its result record): through the
+# model's chat template as a user message (a ``messages`` line, or a ``prompt`` line, as ``generate`` does),
+# or as it is (a ``prompt`` line with ``"raw": true``, or any ``prompt`` line of a ``--raw`` run).
+CHAT, RAW = "chat", "raw"
 
 # A line's sampling field -> the SamplingParams field it sets.
 _SAMPLING_FIELDS = {
@@ -61,6 +67,7 @@ class BatchDefaults:
     strategy: str | None = None
     exempt_prompt_terms: bool = False  # AntiSlop's options for the bans of lines that do not set them
     ban_scope: BanScope | None = None
+    raw: bool = False  # send a line's prompt as it is, without the chat template (``--raw``; a line's "raw" wins)
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,20 @@ class Job:
     strategy: str | dict[str, Any] | None
     ban_options: dict[str, Any] = field(default_factory=dict)
     """AntiSlop's ``exempt_prompt_terms`` and ``scope`` for the bans, when set (an antislop spec's params win)."""
+    raw: bool = False
+    """Whether ``prompt`` goes to the model as it is; else through the chat template as a user message."""
+
+    @property
+    def prompt_mode(self) -> str:
+        """``"raw"`` (the prompt as it is) or ``"chat"`` (through the model's chat template)."""
+        return RAW if self.raw else CHAT
+
+    @property
+    def chat_messages(self) -> list[dict[str, str]] | None:
+        """What goes through the chat template: the line's ``messages``, or its ``prompt`` as a user message."""
+        if self.raw:
+            return None
+        return self.messages if self.messages is not None else [{"role": "user", "content": self.prompt or ""}]
 
     @property
     def sampling(self) -> dict[str, Any]:
@@ -103,6 +124,7 @@ def make_job(data: dict[str, Any], job_id: str | int, line: int, defaults: Batch
     if unknown:
         raise LineError("invalid_params", f"unknown field {unknown[0]!r} (known: {', '.join(LINE_FIELDS)})")
     prompt, messages = _prompt_and_messages(data)
+    raw = _raw(data, defaults)
     params = sampling_params(data, defaults)
     banned = data.get("banned_strings") or []
     if not isinstance(banned, list) or not all(isinstance(b, str) and b for b in banned):
@@ -110,7 +132,8 @@ def make_job(data: dict[str, Any], job_id: str | int, line: int, defaults: Batch
     bans = (*defaults.bans, *banned)
     strategy = data.get("strategy", defaults.strategy)
     check_strategy(strategy, bans)
-    return Job(job_id, line, prompt, messages, params, bans, strategy, ban_options(data, defaults, bans, strategy))
+    options = ban_options(data, defaults, bans, strategy)
+    return Job(job_id, line, prompt, messages, params, bans, strategy, options, raw)
 
 
 def ban_options(data: dict[str, Any], defaults: BatchDefaults, bans: tuple[Any, ...], strategy: Any) -> dict[str, Any]:
@@ -167,7 +190,7 @@ def sampling_params(data: dict[str, Any], defaults: BatchDefaults) -> SamplingPa
 def _prompt_and_messages(data: dict[str, Any]) -> tuple[str | None, list[dict[str, str]] | None]:
     prompt, messages = data.get("prompt"), data.get("messages")
     if (prompt is None) == (messages is None):
-        raise LineError("invalid_params", "give exactly one of prompt (raw text) and messages (chat)")
+        raise LineError("invalid_params", "give exactly one of prompt (text) and messages (chat)")
     if prompt is not None and (not isinstance(prompt, str) or not prompt):
         raise LineError("invalid_params", f"prompt must be a non-empty string, got {prompt!r}")
     if messages is not None and not (
@@ -180,6 +203,18 @@ def _prompt_and_messages(data: dict[str, Any]) -> tuple[str | None, list[dict[st
     ):
         raise LineError("invalid_params", "messages must be a non-empty list of {role, content} string objects")
     return prompt, messages
+
+
+def _raw(data: dict[str, Any], defaults: BatchDefaults) -> bool:
+    """Whether the line's prompt goes as it is: its ``raw``, else the run's; ``messages`` always take the template."""
+    raw = data.get("raw")
+    if raw is not None and not isinstance(raw, bool):
+        raise LineError("invalid_params", f"raw must be true or false, got {raw!r}")
+    if data.get("messages") is not None:
+        if raw:
+            raise LineError("invalid_params", "raw applies to prompt; messages always go through the chat template")
+        return False
+    return defaults.raw if raw is None else raw
 
 
 def is_no_strategy(spec: Any) -> bool:

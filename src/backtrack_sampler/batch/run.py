@@ -13,7 +13,7 @@ from pathlib import Path
 from queue import Queue
 from typing import Any, TextIO
 
-from backtrack_sampler.batch.errors import BatchError
+from backtrack_sampler.batch.errors import BatchError, SettingsError
 from backtrack_sampler.batch.ftpo import FtpoSettings
 from backtrack_sampler.batch.job import JobRecords, run_job
 from backtrack_sampler.batch.jsonl import JsonlAppender
@@ -72,6 +72,10 @@ def run_batch(
         BatchError: a file cannot be read or written, or the remote server
             cannot be reached; what was written stays valid, so running again
             goes on from there.
+        SettingsError: (a ``BatchError``) found before anything is written:
+            the output was begun with prompts sent the other way (chat
+            template or raw, ``plan``), or a ``prompt`` line needs the chat
+            template and the model has none; change the command.
         KeyboardInterrupt: after the running generations stopped; nothing is lost.
         Exception: what a generation raised (a bug, not bad input): the run
             stops at once, and that line is not written.
@@ -83,6 +87,7 @@ def run_batch(
     if events is not None:
         _check_events_kind(events, ftpo is not None)
     plan = plan_batch(Path(input_path), Path(output_path), defaults, events)
+    _check_chat_template(plan.jobs, providers[0])
     meter = Progress(plan.total, plan.done_before, progress)
     outputs = _Outputs(Path(output_path), events, meter)
     try:
@@ -124,6 +129,27 @@ def _worker(
             free.put(provider)
 
     return work
+
+
+def _check_chat_template(jobs: Sequence[Job], provider: BaseProvider) -> None:
+    """Refuse prompts meant for the chat template when the model has none, as ``generate`` does (not ``--raw``).
+
+    A ``messages`` line without a template is that line's error record, as before; a
+    ``prompt`` line is the run's: ``--raw`` (or ``"raw": true``) says what was meant.
+    """
+    job = next((job for job in jobs if not job.raw and job.messages is None), None)
+    if job is None:
+        return
+    try:
+        provider.apply_chat_template([{"role": "user", "content": "x"}])
+    except NotImplementedError as exc:
+        raise SettingsError(
+            f"{exc}; a line's \"prompt\" goes through the model's chat template, as generate's PROMPT does "
+            f"(line {job.line}, id {job.id!r}): run with --raw to send the prompts as they are, "
+            'or give such lines "raw": true'
+        ) from None
+    except Exception:  # a template that refuses this probe is judged line by line (``job.prepare``)
+        return
 
 
 def _check_events_kind(path: Path, ftpo: bool) -> None:

@@ -23,6 +23,7 @@ from backtrack_sampler.cli.options import (
     API_KEY_ENV,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     CliError,
     add_api_key_option,
     add_ban_options,
@@ -49,18 +50,22 @@ BATCH_EXAMPLES = f"""\
 examples:
   backtrack-sampler batch prompts.jsonl -o results.jsonl --max-tokens 200
   backtrack-sampler batch prompts.jsonl -o results.jsonl --concurrency 16 --n-ctx 1024
+  backtrack-sampler batch openings.jsonl -o continued.jsonl --raw   # each "prompt" is text to continue
   backtrack-sampler batch prompts.jsonl -o results.jsonl --slop --ban tapestry --ban-file bans.txt \\
       --events-out pairs.jsonl
   backtrack-sampler batch prompts.jsonl -o results.jsonl --slop --events-out ftpo.jsonl --events-format ftpo
   backtrack-sampler batch prompts.jsonl -o results.jsonl --concurrency 16 \\
       --remote-url http://127.0.0.1:8000/v1 --remote-model smollm2 --tokenizer ./SmolLM2.gguf
 
-Each input line is a JSON object: "id" and "prompt" (raw text) or "messages" (chat), and
-optionally max_tokens, temperature, seed, top_p, top_k, min_p, banned_strings,
-exempt_prompt_terms (true: spare the phrases the prompt uses), ban_scope ("think",
+Each input line is a JSON object: "id" and "prompt" or "messages" (chat), and optionally
+raw (true: send the prompt as is), max_tokens, temperature, seed, top_p, top_k, min_p,
+banned_strings, exempt_prompt_terms (true: spare the phrases the prompt uses), ban_scope ("think",
 "answer", "START,END" or {{"start", "end", "inside"}}) and strategy ("antislop",
 "replace", "json", ... or {{"name": ..., "params": {{...}}}}).
-Each output line holds the id, the text, the finish reason and the stats, or an error;
+A "prompt" is what generate's PROMPT is: a user message through the model's chat template,
+unless the line says "raw": true or the run says --raw (a line's "raw" wins).
+Each output line holds the id, the text, the finish reason, the stats and the prompt_mode
+("chat" or "raw"), or an error;
 with --concurrency above 1 the lines come in the order they finish.
 Killed at any moment and started again with the same command, it finishes the rest:
 no line lost, none twice. The API key comes from --api-key or ${API_KEY_ENV}.
@@ -70,7 +75,9 @@ Exit status: 0 when every line has its record (error records for bad lines inclu
 (what was written stays valid: run the same command again to go on); 2 on a bad
 argument (a file that is not a regular file, such as a directory or /dev/full, an
 OUTPUT that cannot be written, ...) or a missing model or backend, found before
-anything is loaded or written; 130 when interrupted.
+anything is loaded or written, or a command that does not fit OUTPUT or the model (OUTPUT
+was begun with --raw and this run has none, or the reverse; prompt lines for a model
+without a chat template and no --raw), found before anything is written; 130 when interrupted.
 """
 
 
@@ -133,6 +140,11 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
     add_api_key_option(g, "bearer token for the server")
 
     g = batch.add_argument_group("defaults for lines that do not set them")
+    g.add_argument(
+        "--raw",
+        action="store_true",
+        help='send each line\'s "prompt" as is, without the chat template (as generate --raw); a line\'s "raw" wins',
+    )
     g.add_argument("--max-tokens", type=int_at_least(1), default=256, metavar="N", help="(default: 256)")
     add_sampling_options(g)
     g.add_argument(
@@ -239,7 +251,7 @@ def _flag_of(args: argparse.Namespace, path: Path | None) -> str:
 
 def run_batch_command(args: argparse.Namespace) -> int:
     """The ``batch`` command: check the arguments, load the model(s), run what is left."""
-    from backtrack_sampler.batch import BatchDefaults, BatchError, run_batch
+    from backtrack_sampler.batch import BatchDefaults, BatchError, SettingsError, run_batch
 
     _check(args)
     defaults = BatchDefaults(
@@ -253,6 +265,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         exempt_prompt_terms=bool(args.exempt_prompt_terms),
         ban_scope=args.ban_scope,
+        raw=args.raw,
     )
     rewinds = budget(args)
     try:
@@ -269,7 +282,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
             )
     except BatchError as exc:
         print(f"error: {_flag_of(args, exc.path)}{one_line(exc)}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILED
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to finish the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
