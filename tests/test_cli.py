@@ -71,8 +71,9 @@ def test_streams_the_librarys_greedy_text(library):
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected.text + "\n"
-    summary = done.stderr.strip()
-    assert "\n" not in summary and "Traceback" not in summary
+    sampling, summary = done.stderr.strip().split("\n")  # the sampling line, then the summary
+    assert sampling.startswith("sampling: temperature 0, top_k 40, top_p 0.95, min_p 0.05 (--temperature given")
+    assert "Traceback" not in summary
     assert f"finished ({expected.finish_reason})" in summary
     assert f"{len(expected.tokens)} tokens" in summary and "0 rewinds" in summary and "tokens/s" in summary
 

