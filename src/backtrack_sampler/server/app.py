@@ -34,6 +34,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from backtrack_sampler import __version__
+from backtrack_sampler.core.sampling_defaults import SamplingDefaults
+from backtrack_sampler.model_sampling import recommended_sampling
 from backtrack_sampler.provider.base_provider import BaseProvider
 from backtrack_sampler.server import jobs
 from backtrack_sampler.server.compat import include_compat_routes
@@ -99,15 +101,18 @@ def create_app(
 
     api = APIRouter(prefix="/v1")  # RequestGuard checks the API key
 
+    # The playground starts from these; requests that omit a field keep OpenAI's meaning of it.
+    sampling = recommended_sampling(planner)
+
     @api.get("/models", response_model=None, responses=ROUTE_RESPONSES["models"])
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(settings, planner, started)]}
+        return {"object": "list", "data": [_model_card(settings, planner, started, sampling)]}
 
     @api.get("/models/{model_id}", response_model=None, responses=ROUTE_RESPONSES["model"])
     async def get_model(model_id: str) -> dict[str, Any]:
         if model_id != settings.model_name:
             raise APIError(f"model {model_id!r} is not served here", param="model", status=404, code="model_not_found")
-        return _model_card(settings, planner, started)
+        return _model_card(settings, planner, started, sampling)
 
     @api.post("/completions", response_model=None, responses=ROUTE_RESPONSES["completions"])
     async def completions(request: Request, body: CompletionRequest):
@@ -136,13 +141,16 @@ def create_app(
     return app
 
 
-def _model_card(settings: ServerSettings, provider: BaseProvider, created: int) -> dict[str, Any]:
+def _model_card(
+    settings: ServerSettings, provider: BaseProvider, created: int, sampling: SamplingDefaults
+) -> dict[str, Any]:
     return {
         "id": settings.model_name,
         "object": "model",
         "created": created,
         "owned_by": "backtrack_sampler",
         "max_model_len": provider.context_length,
+        "sampling_defaults": {**sampling.values(), "source": sampling.source},
     }
 
 

@@ -139,6 +139,11 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     max_model_len: int | None
+    sampling_defaults: dict[str, float | str] | None = Field(
+        None,
+        description="The model's recommended temperature, top_k, top_p and min_p (else llama.cpp's defaults) and "
+        "their source; the playground starts from them. A request that omits a field keeps OpenAI's default.",
+    )
 
 
 class ModelList(BaseModel):

@@ -87,6 +87,9 @@ async function run(event) {
     if (!response.ok) {
       const body = await response.json().catch(() => null);
       state.error = (body && body.error && body.error.message) || `HTTP ${response.status}`;
+      if (body && body.error && body.error.code === "no_chat_template") {
+        state.error += ' — tick "raw prompt" to send the prompt as is';  // as generate says "(use --raw)"
+      }
       return;
     }
     await readEvents(response, (data) => handleChunk(data, request.raw));
@@ -346,9 +349,22 @@ async function loadModel() {
       $("model-name").dataset.id = id;
       $("model-name").textContent = `model: ${id}`;
     }
+    showSamplingDefaults(body.data[0].sampling_defaults);
   } catch (err) {
     // the page still works: requests then name no model
   }
+}
+
+// The sampling fields start from the model's recommended values (else llama.cpp's defaults), as
+// generate and batch do; a field the user already changed is left alone.
+function showSamplingDefaults(defaults) {
+  if (!defaults) return;
+  const fields = { temperature: "temperature", top_p: "top-p", top_k: "top-k", min_p: "min-p" };
+  for (const [name, id] of Object.entries(fields)) {
+    const input = $(id);
+    if (typeof defaults[name] === "number" && input.value === input.defaultValue) input.value = defaults[name];
+  }
+  if (defaults.source) $("sampling-source").textContent = `(${defaults.source})`;
 }
 
 loadModel();
