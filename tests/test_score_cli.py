@@ -67,6 +67,59 @@ def test_json_output_and_another_ban_list(tmp_path, capsys):
     assert report["mean_logprob"] is None
 
 
+def test_empty_texts_and_texts_that_ended_at_once_are_reported(tmp_path, capsys):
+    # The newcomer: instructions sent as raw text, three answered by an EOS at once.
+    records = [
+        {"id": i, "line": i + 1, "text": "", "finish_reason": "eos", "stats": {"tokens_emitted": 0}} for i in range(3)
+    ]
+    records.append({"id": 3, "line": 4, "text": "\n\n", "finish_reason": "eos", "stats": {"tokens_emitted": 2}})
+    for i, text in enumerate(PLAIN, 4):
+        records.append(
+            {"id": i, "line": i + 1, "text": text, "finish_reason": "length", "stats": {"tokens_emitted": 9}}
+        )
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i, text in enumerate([*PLAIN, " "]):
+        (folder / f"{i}.txt").write_text(text, encoding="utf-8")
+
+    assert cli.main(["score", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert "results.jsonl: 4 of 6 texts are empty (3 ended at once, before their first token)" in captured.err
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip() for line in captured.out.splitlines()[2:] if "|" in line
+    }
+    assert (rows["texts"], rows["- empty"], rows["- ended at once (no token)"]) == ("6", "4", "3")
+    assert cli.main(["score", str(results), str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert (data["results.jsonl"]["empty_texts"], data["results.jsonl"]["ended_at_once"]) == (4, 3)
+    # Text files do not say how a text ended: only its emptiness is known.
+    assert (data["texts"]["empty_texts"], data["texts"]["ended_at_once"]) == (1, None)
+    assert "texts: 1 of 3 texts are empty\n" in captured.err
+    # Side by side, the row that one input cannot fill is left out; nothing is said when nothing is empty.
+    assert cli.main(["score", str(results), str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "| - empty | 4 | 1 | -3 |" in out and "ended at once" not in out
+    assert cli.main(["score", str(write_results(tmp_path / "full.jsonl", PLAIN))]) == 0
+    captured = capsys.readouterr()
+    assert "empty" not in captured.err and "| - empty | 0 |" in captured.out
+
+
+def test_prompts_are_scored_as_each_result_says_they_were_sent():
+    from backtrack_sampler.cli.score import _prompt_text
+    from backtrack_sampler.provider.scripted_provider import ScriptedProvider
+
+    provider = ScriptedProvider(["<eos>", "a"], lambda tokens: [0.0, 0.0], 0)
+    chat = provider.apply_chat_template([{"role": "user", "content": "Hi"}])
+    assert _prompt_text(provider, "Hi", "chat") == chat
+    assert _prompt_text(provider, "Hi", "raw") == "Hi"
+    assert _prompt_text(provider, "Hi", None) == "Hi"  # a result older than prompt_mode: prompt was raw text then
+    assert _prompt_text(provider, [{"role": "user", "content": "Hi"}], "chat") == chat
+    assert _prompt_text(provider, None, "chat") is None
+
+
 def test_plot_writes_a_png_that_matplotlib_drew(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (extra: score)")
     first = write_results(tmp_path / "a.jsonl", SLOPPY)

@@ -33,6 +33,9 @@ examples:
 
 An input is the results JSONL of `batch` (error records are skipped and counted),
 a text file (one text), or a folder of .txt files (one text each).
+The texts that are empty, and the batch results that ended at once (no token: an EOS
+first, as an instruction sent without the chat template often gets), are counted in
+the table and the JSON, and named on stderr.
 
 Measures (the slop-score leaderboard's definitions where it has one): ban-list hits
 per 1,000 words (the default slop list, or --ban-file), "not X, but Y" contrasts per
@@ -114,11 +117,33 @@ def _logprob(provider: Any, loaded: LoadedTexts, prompts: dict[int, Any] | None)
 
     if not prompts or not loaded.lines:
         return mean_logprob(provider, loaded.texts)
-    chosen = []
-    for line in loaded.lines:
-        prompt = prompts.get(line) if line is not None else None
-        chosen.append(provider.apply_chat_template(prompt) if isinstance(prompt, list) else prompt)
+    modes = loaded.prompt_modes or (None,) * len(loaded.lines)
+    chosen = [
+        _prompt_text(provider, prompts.get(line) if line is not None else None, mode)
+        for line, mode in zip(loaded.lines, modes, strict=True)
+    ]
     return mean_logprob(provider, loaded.texts, chosen)
+
+
+def _prompt_text(provider: Any, prompt: Any, mode: str | None) -> str | None:
+    """The text the model was given: ``messages``, or a prompt the result says went through the chat template.
+
+    A result without ``prompt_mode`` is older than it: its ``prompt`` was sent as it is.
+    """
+    if isinstance(prompt, str) and mode == "chat":
+        prompt = [{"role": "user", "content": prompt}]
+    return provider.apply_chat_template(prompt) if isinstance(prompt, list) else prompt
+
+
+def _empty_note(name: str, loaded: LoadedTexts) -> str | None:
+    """A line for stderr when some texts are empty (``None`` when none is)."""
+    empty = sum(1 for text in loaded.texts if not text.strip())
+    if not empty:
+        return None
+    note = f"{name}: {empty} of {len(loaded.texts)} texts are empty"
+    if loaded.ended_at_once:
+        note += f" ({loaded.ended_at_once} ended at once, before their first token)"
+    return note
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -139,13 +164,18 @@ def run_score(args: argparse.Namespace) -> int:
     for name, loaded in inputs.items():
         if loaded.skipped:
             print(f"{name}: skipped {loaded.skipped} error record(s)", file=sys.stderr)
+        note = _empty_note(name, loaded)
+        if note is not None:
+            print(note, file=sys.stderr)
     bans = [phrase for phrases in args.ban_file for phrase in phrases] if args.ban_file else None
     fluency: dict[str, float | None] = dict.fromkeys(inputs)
     if args.logprob:
         prompts = read_prompts(args.prompts) if args.prompts is not None else None
         provider = load_provider(args)
         fluency = {name: _logprob(provider, loaded, prompts) for name, loaded in inputs.items()}
-    reports = {name: measure_texts(loaded.texts, bans, fluency[name]) for name, loaded in inputs.items()}
+    reports = {
+        name: measure_texts(loaded.texts, bans, fluency[name], loaded.ended_at_once) for name, loaded in inputs.items()
+    }
     if args.json:
         out = {
             name: {"path": str(path), "skipped_errors": inputs[name].skipped, **reports[name].as_dict()}

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from backtrack_sampler.metrics.mining import INSTALL_HINT
-from backtrack_sampler.metrics.report import TextsReport, row_value, shown_rows
+from backtrack_sampler.metrics.report import COUNTS, TextsReport, row_value, shown_rows
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")
-_SKIPPED = {"texts", "words_per_text"}  # sizes, not measures
+_SKIPPED = {*COUNTS, "words_per_text"}  # sizes, not measures
 
 
 def load_pyplot():

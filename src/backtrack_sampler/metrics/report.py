@@ -4,6 +4,8 @@ What each measure is (see ``slop`` and ``diversity`` for the definitions):
 
 | measure | over the set of texts |
 |---|---|
+| empty texts | texts with no visible character (nothing, or only white space) |
+| ended at once | batch results that ended before their first token (an EOS first); only when the input says |
 | ban-list hits / 1k words | occurrences of the list's entries per 1,000 words (words and phrases also apart) |
 | contrasts / 1k chars | "not X, but Y" contrasts per 1,000 characters |
 | repeated trigrams / 1k words | occurrences of trigrams seen 3 times or more in all, per 1,000 words |
@@ -48,6 +50,7 @@ class TextsReport:
     texts: int
     words: int
     chars: int
+    empty_texts: int
     ban_hits_per_1k_words: float
     ban_words_per_1k_words: float
     ban_phrases_per_1k_words: float
@@ -58,6 +61,7 @@ class TextsReport:
     distinct_3: float
     looping_texts: float
     mean_logprob: float | None = None
+    ended_at_once: int | None = None
     top_ban_hits: list[tuple[str, int]] = field(default_factory=list)
     top_trigrams: list[tuple[str, int]] = field(default_factory=list)
 
@@ -67,7 +71,10 @@ class TextsReport:
 
 
 def measure_texts(
-    texts: Sequence[str], bans: Iterable[BanPhrase] | None = None, mean_logprob: float | None = None
+    texts: Sequence[str],
+    bans: Iterable[BanPhrase] | None = None,
+    mean_logprob: float | None = None,
+    ended_at_once: int | None = None,
 ) -> TextsReport:
     """The measures of ``texts`` against the ban list ``bans`` (default: the project's slop list).
 
@@ -75,6 +82,8 @@ def measure_texts(
         texts: the texts (at least one).
         bans: the list whose hits are counted.
         mean_logprob: a fluency figure computed elsewhere (``logprob.mean_logprob``), carried into the report.
+        ended_at_once: how many of the texts ended before their first token, when the input says
+            (``texts.LoadedTexts.ended_at_once``), carried into the report.
 
     Raises:
         ValueError: ``texts`` is empty.
@@ -93,6 +102,7 @@ def measure_texts(
         texts=len(texts),
         words=n_words,
         chars=sum(len(text) for text in texts),
+        empty_texts=sum(1 for text in texts if not text.strip()),
         ban_hits_per_1k_words=per_1k(sum(hits.values()), n_words),
         ban_words_per_1k_words=per_1k(single, n_words),
         ban_phrases_per_1k_words=per_1k(sum(hits.values()) - single, n_words),
@@ -103,6 +113,7 @@ def measure_texts(
         distinct_3=fmean(distinct_n(ws, 3) for ws in word_lists),
         looping_texts=fmean(1.0 if loops(text) else 0.0 for text in texts),
         mean_logprob=mean_logprob,
+        ended_at_once=ended_at_once,
         top_ban_hits=sorted(hits.items(), key=lambda item: (-item[1], item[0]))[:TOP],
         top_trigrams=[(" ".join(g), c) for g, c in sorted(trigrams.items(), key=lambda i: (-i[1], i[0]))[:TOP]],
     )
@@ -120,6 +131,8 @@ class Row:
 
 ROWS = (
     Row("texts", "texts", "{:d}", ""),
+    Row("- empty", "empty_texts", "{:d}", ""),
+    Row("- ended at once (no token)", "ended_at_once", "{:d}", ""),
     Row("words per text", "words_per_text", "{:.1f}", ""),
     Row("ban-list hits / 1k words", "ban_hits_per_1k_words", "{:.2f}", "lower"),
     Row("- single words / 1k words", "ban_words_per_1k_words", "{:.2f}", "lower"),
@@ -132,6 +145,9 @@ ROWS = (
     Row("looping texts", "looping_texts", "{:.1%}", "lower"),
     Row("mean log-prob / token", "mean_logprob", "{:.3f}", "higher"),
 )
+
+
+COUNTS = ("texts", "empty_texts", "ended_at_once")  # numbers of texts: no relative difference, not plotted
 
 
 def row_value(report: TextsReport, attribute: str) -> float | None:
@@ -150,7 +166,7 @@ def _difference(row: Row, first: float, second: float) -> str:
     if row.fmt.endswith("%}"):
         return f"{(second - first) * 100:+.1f} pts"
     text = ("{:+" + row.fmt[2:]).format(second - first)
-    if first and row.attribute != "texts":
+    if first and row.attribute not in COUNTS:
         text += f" ({(second - first) / abs(first):+.0%})"
     return text
 

@@ -2,7 +2,8 @@
 
 A file whose first non-blank character is ``{`` is read as batch results:
 one JSON object per line, the text in ``"text"``; error records (``"error"``)
-are skipped and counted. Any other file is one text. A folder gives one text
+are skipped and counted, and so are the results that ended at once (no token
+generated: ``stats.tokens_emitted`` 0, such as an EOS first). Any other file is one text. A folder gives one text
 per ``*.txt`` file in it (not its subfolders), in name order.
 """
 
@@ -25,11 +26,19 @@ class LoadedTexts:
         lines: for batch results, each text's input line number (the record's
             ``"line"``, ``None`` when missing); empty for text files.
         skipped: error records left out.
+        ended_at_once: batch results that ended before their first token;
+            ``None`` when the input does not say (text files, results without
+            ``stats.tokens_emitted``).
+        prompt_modes: for batch results, how each text's prompt reached the
+            model (the record's ``"prompt_mode"``: ``"chat"`` or ``"raw"``;
+            ``None`` when missing, as in results older than the field).
     """
 
     texts: tuple[str, ...]
     lines: tuple[int | None, ...] = ()
     skipped: int = 0
+    ended_at_once: int | None = None
+    prompt_modes: tuple[str | None, ...] = ()
 
 
 def load_texts(path: str | os.PathLike[str]) -> LoadedTexts:
@@ -68,7 +77,8 @@ def _read(path: Path) -> str:
 
 def _results(path: Path) -> LoadedTexts:
     """The texts of the result records of a ``batch`` output file (read again, a line at a time)."""
-    texts, lines, skipped = [], [], 0
+    texts, lines, modes, skipped = [], [], [], 0
+    emitted = []  # each result's stats.tokens_emitted, where it has one
     try:
         for line in read_lines(path):
             record = _record(line.text(), line.number, path)  # UTF-8: ``_read`` checked it
@@ -80,11 +90,18 @@ def _results(path: Path) -> LoadedTexts:
                 texts.append(record["text"])
                 line_number = record.get("line")
                 lines.append(line_number if isinstance(line_number, int) else None)
+                mode = record.get("prompt_mode")
+                modes.append(mode if isinstance(mode, str) else None)
+                stats = record.get("stats")
+                tokens = stats.get("tokens_emitted") if isinstance(stats, dict) else None
+                if isinstance(tokens, int) and not isinstance(tokens, bool):
+                    emitted.append(tokens)
     except OSError as exc:
         raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     if not texts:
         raise ValueError(f"{str(path)!r} holds no result with a text ({skipped} error records)")
-    return LoadedTexts(tuple(texts), tuple(lines), skipped)
+    ended_at_once = sum(1 for tokens in emitted if tokens == 0) if emitted else None
+    return LoadedTexts(tuple(texts), tuple(lines), skipped, ended_at_once, tuple(modes))
 
 
 def _record(text: str, number: int, path: Path) -> dict | None:
