@@ -176,3 +176,14 @@ def test_model_file_finds_the_file_behind_each_kind_of_provider(tmp_path):
     assert model_file(scripted()) is None
     assert model_file(SimpleNamespace(model="smollm2")) is None
     assert recommended_sampling(scripted()).describe() == LLAMA_LINE
+
+
+def test_a_loaded_llama_gives_its_header_keys_as_text():
+    """``Llama.metadata`` holds llama.cpp's text of each value; no second read of the file."""
+    metadata = {"general.sampling.temp": "0.600000", "general.sampling.top_k": "20", "general.name": "x"}
+    llamacpp = SimpleNamespace(llm=SimpleNamespace(metadata=metadata, model_path="/nonexistent.gguf"))
+    chosen = recommended_sampling(llamacpp)
+    assert chosen.values() == {**LLAMA_CPP, "temperature": 0.6, "top_k": 20}
+    assert chosen.source == "the GGUF's general.sampling.*: temperature, top_k; llama.cpp's defaults for the rest"
+    broken = SimpleNamespace(llm=SimpleNamespace(metadata={"general.sampling.temp": "hot", "general.name": "x"}))
+    assert recommended_sampling(broken).describe() == LLAMA_LINE

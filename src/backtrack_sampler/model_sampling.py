@@ -1,9 +1,9 @@
 """The sampling a loaded model recommends: read from its file, chosen by ``core.sampling_defaults``.
 
 ``generate``, ``batch`` and the server's playground start from these values
-when the user sets none. A GGUF's header is read without llama.cpp
-(``gguf_header``); a transformers directory's ``generation_config.json`` as
-JSON. A provider with no file behind it (a remote engine, a scripted
+when the user sets none. A GGUF's keys come from the loaded ``Llama``'s
+``metadata`` (else its header is read, ``gguf_header``); a transformers
+directory's ``generation_config.json`` is read as JSON. A provider with no file behind it (a remote engine, a scripted
 model) gets llama.cpp's defaults.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from backtrack_sampler import gguf_header
 from backtrack_sampler.core.sampling_defaults import (
+    GGUF_KEYS,
     SamplingDefaults,
     choose_defaults,
     from_generation_config,
@@ -22,6 +23,7 @@ from backtrack_sampler.core.sampling_defaults import (
 )
 
 GENERATION_CONFIG = "generation_config.json"
+GGUF_ORIGIN = "the GGUF's general.sampling.*"
 
 
 def model_file(provider: Any) -> Path | None:
@@ -31,11 +33,7 @@ def model_file(provider: Any) -> Path | None:
     ``BatchedLlamacpp`` slot (its shared ``Llama``) and ``TransformersProvider``
     (its model's ``name_or_path``); reads attributes only, imports no backend.
     """
-    batched = getattr(provider, "batched", None)
-    vocab = getattr(batched, "vocab", None)
-    if vocab is not None:
-        provider = vocab
-    llm_path = getattr(getattr(provider, "llm", None), "model_path", None)
+    llm_path = getattr(_llama(provider), "model_path", None)
     if isinstance(llm_path, str) and llm_path:
         return Path(llm_path)
     hf_path = getattr(getattr(provider, "model", None), "name_or_path", None)
@@ -58,12 +56,38 @@ def recommended_for_path(path: Path | None) -> SamplingDefaults:
         metadata = gguf_header.read_metadata(path)
     except (OSError, ValueError):
         metadata = {}
-    return choose_defaults(from_gguf_metadata(metadata), "the GGUF's general.sampling.*")
+    return choose_defaults(from_gguf_metadata(metadata), GGUF_ORIGIN)
 
 
 def recommended_sampling(provider: Any) -> SamplingDefaults:
-    """The defaults of the model behind ``provider`` (see ``model_file`` and ``recommended_for_path``)."""
+    """The defaults of the model behind ``provider`` (see ``model_file`` and ``recommended_for_path``).
+
+    A llama.cpp model already loaded gives its header's keys itself (``Llama.metadata``, values as text):
+    reading the header again would walk the whole vocabulary.
+    """
+    metadata = getattr(_llama(provider), "metadata", None)
+    if isinstance(metadata, dict) and metadata:
+        return choose_defaults(from_gguf_metadata(_numbers(metadata)), GGUF_ORIGIN)
     return recommended_for_path(model_file(provider))
+
+
+def _llama(provider: Any) -> Any:
+    """The ``llama_cpp.Llama`` behind a ``LlamacppProvider`` or a ``BatchedLlamacpp`` slot, else ``None``."""
+    vocab = getattr(getattr(provider, "batched", None), "vocab", None)
+    return getattr(provider if vocab is None else vocab, "llm", None)
+
+
+def _numbers(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``Llama.metadata``'s sampling values (text such as ``"0.600000"``) as numbers; the rest left out."""
+    numbers = {}
+    for key in GGUF_KEYS:
+        try:
+            numbers[key] = float(metadata[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if key.endswith("top_k") and numbers[key].is_integer():
+            numbers[key] = int(numbers[key])
+    return numbers
 
 
 def _generation_config(path: Path) -> dict[str, float | int]:
