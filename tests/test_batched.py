@@ -221,15 +221,16 @@ def test_each_slot_holds_its_own_context(llm):
         assert result.stats.prompt_tokens + len(result.tokens) <= small.context_length
 
 
-@pytest.mark.parametrize("value", ["yes", 1, 0.5])
-def test_flash_attn_must_be_a_bool_or_none(llm, value):
+@pytest.mark.parametrize("value", ["yes", 1, 0.5, "AUTO"])
+def test_flash_attn_must_be_a_setting_llama_cpp_knows(llm, value):
     from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
 
-    with pytest.raises(ValueError, match=rf"flash_attn must be True, False or None, got {value!r}"):
+    expected = rf"flash_attn must be one of 'auto', 'on', 'off', True, False or None, got {re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=expected):
         BatchedLlamacpp(llm, n_slots=2, n_ctx=64, flash_attn=value)
 
 
-@pytest.mark.parametrize("flash_attn", [True, False])
+@pytest.mark.parametrize("flash_attn", [True, False, "auto"])
 def test_with_flash_attn_on_or_off_a_batch_equals_each_sequence_alone(llm, flash_attn):
     """The setting reaches llama.cpp (the context is built) and batching stays exact with it too."""
     from backtrack_sampler.async_sampler import run_concurrently

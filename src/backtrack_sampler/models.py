@@ -63,6 +63,7 @@ def load_provider(
     threads: int | None = None,
     force_n_ctx: bool = False,
     verbose: bool = False,
+    flash_attn: str = "auto",
 ) -> BaseProvider:
     """A provider for ``model`` (default: the embedded model) through ``backend``; imports the backend.
 
@@ -78,6 +79,8 @@ def load_provider(
             for one token, llama-cpp-python's choice, all CPUs, for batches).
         force_n_ctx: allow an ``n_ctx`` beyond the model's training context.
         verbose: llama.cpp's own log lines on stderr (otherwise only its errors).
+        flash_attn: llama.cpp's flash attention, ``"auto"`` (its default: on where the device supports
+            it), ``"on"`` or ``"off"``.
 
     Raises:
         ModelLoadError: naming the problem and how to fix it.
@@ -90,7 +93,7 @@ def load_provider(
     n_ctx = check_context(path, n_ctx, force_n_ctx=force_n_ctx)
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
-    return LlamacppProvider(_llama(path, n_ctx, threads, verbose))
+    return LlamacppProvider(_llama(path, n_ctx, threads, verbose, flash_attn))
 
 
 def load_batched(
@@ -100,6 +103,7 @@ def load_batched(
     n_slots: int = 8,
     force_n_ctx: bool = False,
     verbose: bool = False,
+    flash_attn: str = "auto",
 ) -> BatchedLlamacpp:
     """A ``BatchedLlamacpp`` for a GGUF (default: the embedded model; or a hub id, as ``load_provider``):
     ``n_slots`` sequences of ``n_ctx`` each.
@@ -107,11 +111,11 @@ def load_batched(
     ``n_ctx`` 0 means the model's training context, ``None`` ``DEFAULT_N_CTX``
     (or the training context when shorter); the KV cache of
     ``n_slots x n_ctx`` positions must fit in memory (``check_context``).
-    Raises ``ModelLoadError`` like ``load_provider``.
+    ``flash_attn`` as ``load_provider``'s. Raises ``ModelLoadError`` like ``load_provider``.
     """
     path = _gguf_path(model)
     n_ctx = check_context(path, n_ctx, n_slots, force_n_ctx)
-    llm = _llama(path, 256, threads, verbose)  # its own context only serves the vocabulary
+    llm = _llama(path, 256, threads, verbose, flash_attn)  # its own context only serves the vocabulary
     from backtrack_sampler.provider.llamacpp_batched import BatchedLlamacpp
 
     try:
@@ -190,12 +194,14 @@ def _gib(size: int) -> str:
     return f"{size / 2**30:.1f} GiB"
 
 
-def _llama(path: Path, n_ctx: int, threads: int | None, verbose: bool = False) -> Any:
+def _llama(path: Path, n_ctx: int, threads: int | None, verbose: bool = False, flash_attn: str = "auto") -> Any:
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise ModelLoadError(f"argument --threads: must be in [1, {MAX_THREADS}] (the CPUs here), got {threads}")
+    if flash_attn not in ("auto", "on", "off"):
+        raise ModelLoadError(f"argument --flash-attn: must be one of auto, on, off, got {flash_attn!r}")
     try:
         kwargs = {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
-        return load_llama(path, n_ctx=n_ctx, verbose=verbose, **kwargs)
+        return load_llama(path, n_ctx=n_ctx, verbose=verbose, flash_attn=flash_attn, **kwargs)
     except ImportError as exc:
         raise ModelLoadError(
             f"llama-cpp-python is needed to run a GGUF model ({exc}); "
@@ -254,24 +260,40 @@ def _transformers_provider(path: Path) -> BaseProvider:
     return TransformersProvider(model, tokenizer)
 
 
-def load_llama(model_path: str | Path | None = None, n_ctx: int = 2048, verbose: bool = False, **kwargs):
+def load_llama(
+    model_path: str | Path | None = None,
+    n_ctx: int = 2048,
+    verbose: bool = False,
+    flash_attn: str | bool | None = "auto",
+    **kwargs,
+):
     """A ``llama_cpp.Llama`` for ``model_path`` (default: the embedded model), quiet, last-row logits only.
 
     ``n_threads`` defaults to ``physical_cores()`` (llama-cpp-python's own
     default, half the CPUs, leaves half the cores idle where a core runs one
-    thread); other keywords go to ``Llama``. Unless ``verbose``, llama.cpp logs
+    thread); ``flash_attn`` to llama.cpp's own default, ``"auto"`` (on where
+    the device supports it, every CPU included; ``"off"`` or ``False`` turns it
+    off, ``"on"`` or ``True`` on; llama-cpp-python's ``Llama`` alone has it
+    off). Other keywords go to ``Llama``. Unless ``verbose``, llama.cpp logs
     only its errors to stderr (``provider.llamacpp_logs``), from now on in this process.
     """
     from llama_cpp import Llama
 
+    from backtrack_sampler.provider.llamacpp_context import flash_attn_type, set_flash_attn
     from backtrack_sampler.provider.llamacpp_logs import route_llama_logs
 
+    flash_attn = "auto" if flash_attn is None else flash_attn
+    flash_attn_type(flash_attn)  # checked before the model loads
     route_llama_logs(verbose)
     path = Path(model_path) if model_path is not None else default_model_path()
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {str(path)!r}")
     kwargs.setdefault("n_threads", physical_cores())
-    return Llama(model_path=str(path), n_ctx=n_ctx, verbose=verbose, logits_all=False, **kwargs)
+    on = flash_attn is True or flash_attn == "on"
+    llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=verbose, logits_all=False, flash_attn=on, **kwargs)
+    if flash_attn == "auto":
+        set_flash_attn(llm, "auto")
+    return llm
 
 
 def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:

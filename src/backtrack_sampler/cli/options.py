@@ -269,6 +269,13 @@ def add_model_options(g: argparse._ArgumentGroup, n_ctx: bool = True) -> None:
         ),
     )
 
+    g.add_argument(
+        "--flash-attn",
+        choices=("auto", "on", "off"),
+        help="llama.cpp's flash attention (default: auto, llama.cpp's own default: on where the device supports "
+        "it, every CPU included); off computes attention as llama-cpp-python's Llama does by default",
+    )
+
 
 def load_provider(args: argparse.Namespace) -> BaseProvider:
     """The model of ``--model``/``--backend``/``--n-ctx``/``--threads`` (see ``models.load_provider``)."""
@@ -279,6 +286,7 @@ def load_provider(args: argparse.Namespace) -> BaseProvider:
         threads=args.threads,
         force_n_ctx=args.force_n_ctx,
         verbose=args.verbose,
+        flash_attn=getattr(args, "flash_attn", None) or "auto",
     )
 
 
@@ -291,6 +299,7 @@ def load_batched(args: argparse.Namespace, n_slots: int) -> BatchedLlamacpp:
         n_slots=n_slots,
         force_n_ctx=args.force_n_ctx,
         verbose=args.verbose,
+        flash_attn=getattr(args, "flash_attn", None) or "auto",
     )
 
 

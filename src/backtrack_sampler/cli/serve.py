@@ -292,6 +292,7 @@ def _check_remote(args: argparse.Namespace) -> None:
         "--n-ctx": args.n_ctx is not None,
         "--force-n-ctx": args.force_n_ctx,
         "--threads": args.threads is not None,
+        "--flash-attn": args.flash_attn is not None,
         "--saved-prefixes": args.saved_prefixes is not None,
     }
     check_remote_flags(args, local)

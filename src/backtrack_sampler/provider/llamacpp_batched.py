@@ -51,6 +51,7 @@ import numpy as np
 from backtrack_sampler.core.base_provider import BaseProvider
 from backtrack_sampler.core.checks import check_int, check_number
 from backtrack_sampler.core.kv_snapshots import common_prefix
+from backtrack_sampler.provider.llamacpp_context import batched_context_params
 from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
 
 MIN_COPY = 32
@@ -82,6 +83,7 @@ class BatchStats:
     copies: int = 0
     positions_copied: int = 0
     decode_s: float = 0.0  # seconds spent inside llama_decode
+    wait_s: float = 0.0  # seconds the scheduler waited for the slots of the last batch to ask again
 
 
 class BatchedLlamacpp:
@@ -97,13 +99,15 @@ class BatchedLlamacpp:
         n_batch: the most tokens in one decode.
         prefill_chunk: the most prompt tokens of one sequence in one decode.
         gather_s: how long a step waits for slots still sampling.
-        flash_attn: llama.cpp's flash attention in this context (``True`` on,
-            ``False`` off, ``None``: the ``Llama``'s own setting, off unless it
-            was built with ``flash_attn=True``). On, 16 sequences decoded
-            faster on a 2-core CPU (101.8 against 93.2 tokens/s, median of 3;
-            the same with one), but its other rounding parts greedy texts from
-            the single-sequence ``LlamacppProvider`` sooner (92 of 128 tokens
-            agreed before the first difference, against 128 with it off).
+        flash_attn: llama.cpp's flash attention in this context: ``"auto"``
+            (llama.cpp's default: on where the device supports it, every CPU
+            included), ``"on"``/``True``, ``"off"``/``False``, or ``None``: the
+            ``Llama``'s own setting (``load_llama`` gives ``"auto"``;
+            llama-cpp-python's ``Llama`` alone has it off). Keep it as the
+            single-sequence provider's ``Llama`` has it: with flash attention on
+            one side only, greedy texts part from the single-sequence provider's
+            sooner (92 of 128 tokens agreed before the first difference, against
+            128 with both alike).
     """
 
     def __init__(
@@ -114,7 +118,7 @@ class BatchedLlamacpp:
         n_batch: int = 512,
         prefill_chunk: int = 128,
         gather_s: float = 0.05,
-        flash_attn: bool | None = None,
+        flash_attn: str | bool | None = None,
     ) -> None:
         import llama_cpp
 
@@ -124,18 +128,8 @@ class BatchedLlamacpp:
         self.n_batch = check_int("n_batch", n_batch, low=1)
         self.prefill_chunk = check_int("prefill_chunk", prefill_chunk, low=1)
         self.gather_s = check_number("gather_s", gather_s, low=0)
-        if flash_attn is not None and not isinstance(flash_attn, bool):
-            raise ValueError(f"flash_attn must be True, False or None, got {flash_attn!r}")
         self._lib = llama_cpp
-        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_ctx = n_ctx * self.n_slots
-        params.n_seq_max = self.n_slots
-        params.n_batch = params.n_ubatch = max(self.n_batch, self.n_slots)
-        params.kv_unified = False  # a KV stream per sequence: attention reads only its own cells
-        if flash_attn is not None:
-            params.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            )
+        params = batched_context_params(llm, self.n_slots, n_ctx, self.n_batch, flash_attn)
         self._ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self._ctx:
             raise ValueError(
@@ -229,25 +223,28 @@ class BatchedLlamacpp:
     def _run(self) -> None:
         while True:
             with self._cond:
+                # The slots of the last batch are sampling: from now on the scheduler waits for them.
+                waiting_since = time.monotonic() if self._expected & self._held else None
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     self._fail(self._pending, RuntimeError("this BatchedLlamacpp is closed"))
                     return
-                self._gather()
+                self._gather(time.monotonic() if waiting_since is None else waiting_since)
                 work = self._plan()
             self._step(work)
 
-    def _gather(self) -> None:
+    def _gather(self, waiting_since: float) -> None:
         """Step 1: wait (at most ``gather_s``) until every slot of the last batch has asked again."""
         deadline = time.monotonic() + self.gather_s
         while True:
             asking = {r.seq for r in self._pending}
             missing = (self._expected & self._held) - asking
-            remaining = deadline - time.monotonic()
-            if not missing or remaining <= 0 or self._closed:
+            now = time.monotonic()
+            if not missing or now >= deadline or self._closed:
+                self.stats.wait_s += now - waiting_since
                 return
-            self._cond.wait(remaining)
+            self._cond.wait(deadline - now)
 
     def _plan(self) -> list[tuple[_Request, list[int], int]]:
         """Steps 2-3: the requests of this batch, each with its chunk of tokens and first position."""
