@@ -44,9 +44,11 @@ def main() -> None:
     print(table(ban_scaling.HEADER, ban_scaling.measure(sizes, tokens, repeats)), "\n", flush=True)
     print("### Sampling settings: `generate` against `create_completion` with the same settings, llama.cpp\n")
     print(table(sampling_overhead.HEADER, sampling_overhead.measure(tokens, repeats)), "\n", flush=True)
-    print("### Many sequences at once: BatchedLlamacpp against a raw batched llama.cpp loop, greedy\n")
+    print("### Many sequences at once: BatchedLlamacpp against a plain batched llama.cpp loop, greedy\n")
     sequences = [1, 4] if args.quick else [1, 4, 16, 32]
-    print(table(batched_throughput.HEADER, batched_throughput.measure(sequences, 64)), "\n", flush=True)
+    batched_rows, step_rows = batched_throughput.measure(sequences, 64, repeats=1 if args.quick else 3)
+    print(table(batched_throughput.HEADER, batched_rows), "\n", flush=True)
+    print(table(batched_throughput.STEP_HEADER, step_rows), "\n", flush=True)
     print("### Loops: LoopGuard against llama.cpp's DRY and repeat penalty, same prompts and seeds\n")
     n_prompts, n_loop_tokens = (4, 128) if args.quick else (len(loop_guard.PROMPTS), 512)
     loop_rows, loop_cost = loop_guard.measure(n_loop_tokens, n_prompts)
