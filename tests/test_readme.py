@@ -53,3 +53,13 @@ def test_the_readme_links_reach_files_of_this_repository():
 
 def test_the_readme_is_short():
     assert len(README.splitlines()) <= 200
+
+
+def test_the_quick_start_runs_the_command_whose_bans_are_measured_to_rewind():
+    """tests/test_quick_start.py checks that these bans rewind in at least 9 of 10 seeds."""
+    import shlex
+
+    from test_quick_start import QUICK_START
+
+    line = next(line for line in README.splitlines() if "backtrack-sampler generate" in line and "pip install" in line)
+    assert shlex.split(line.split("&& backtrack-sampler ", 1)[1]) == QUICK_START
