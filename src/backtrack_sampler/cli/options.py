@@ -233,7 +233,7 @@ def add_model_options(g: argparse._ArgumentGroup, n_ctx: bool = True) -> None:
         "--backend",
         choices=models.BACKENDS,
         default="llamacpp",
-        help="llama.cpp (default) or Hugging Face transformers (extra: transformers)",
+        help="llama.cpp (default), Hugging Face transformers (extra: transformers) or MLX (extra: mlx)",
     )
     g.add_argument(
         "--model",

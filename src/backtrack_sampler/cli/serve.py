@@ -37,6 +37,7 @@ from backtrack_sampler.cli.options import (
     port,
 )
 from backtrack_sampler.cli.remote_options import add_remote_options, check_remote_flags, open_remote
+from backtrack_sampler.models import ONE_AT_A_TIME
 from backtrack_sampler.server.settings import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_HEADER_BYTES,
@@ -317,10 +318,10 @@ def _parallel(args: argparse.Namespace) -> int:
     """How many sequences to decode at once: ``--parallel``, or the backend's default; refuse what cannot work."""
     if args.remote_url is not None:
         return DEFAULT_PARALLEL if args.parallel is None else args.parallel
-    if args.backend == "transformers":
+    if args.backend in ONE_AT_A_TIME:
         if args.parallel is not None and args.parallel > 1:
             raise CliError(
-                "argument --parallel: --backend transformers serves one sequence at a time; use --parallel 1"
+                f"argument --parallel: --backend {args.backend} serves one sequence at a time; use --parallel 1"
             )
         return 1
     parallel = DEFAULT_PARALLEL if args.parallel is None else args.parallel
