@@ -452,7 +452,7 @@ def test_batch_lines_apply_the_options_to_their_bans(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "out.jsonl"
-    defaults = BatchDefaults(max_tokens=20, temperature=0, exempt_prompt_terms=True)  # --exempt-prompt-terms
+    defaults = BatchDefaults(max_tokens=20, temperature=0, exempt_prompt_terms=True, raw=True)  # --exempt-prompt-terms
     provider = scripted(THINK_THEN_ANSWER)
     run_batch(source, out, [provider], defaults, progress=None)
     texts = {r["id"]: r.get("text", r.get("error")) for r in map(json.loads, out.read_text().splitlines())}
@@ -464,7 +464,13 @@ def test_batch_lines_apply_the_options_to_their_bans(tmp_path):
         "spec": "<think> cloth</think> tapestry.",
         "default": "<think> tapestry</think> tapestry.",
     }
-    run_batch(source, tmp_path / "strict.jsonl", [provider], BatchDefaults(max_tokens=20, temperature=0), progress=None)
+    run_batch(
+        source,
+        tmp_path / "strict.jsonl",
+        [provider],
+        BatchDefaults(max_tokens=20, temperature=0, raw=True),
+        progress=None,
+    )
     strict = {r["id"]: r["text"] for r in map(json.loads, (tmp_path / "strict.jsonl").read_text().splitlines())}
     assert strict["plain"] == "<think> cloth</think> cloth." and strict["exempt"] == texts["exempt"]
 
