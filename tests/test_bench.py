@@ -13,14 +13,29 @@ pytestmark = pytest.mark.llamacpp
 
 
 def run(script: str, *args: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table the script prints."""
+    return run_tables(script, *args)[0]
+
+
+def run_tables(script: str, *args: str) -> list[list[dict[str, str]]]:
+    """The rows of every markdown table the script prints, in order."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra: llamacpp)")
     out = subprocess.run(
         [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600, cwd=BENCH
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    lines = [line for line in out.stdout.splitlines() if line.startswith("|")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]]
+    blocks: list[list[str]] = [[]]
+    for line in out.stdout.splitlines():
+        if line.startswith("|"):
+            blocks[-1].append(line)
+        elif blocks[-1]:
+            blocks.append([])
+    tables = []
+    for lines in (b for b in blocks if b):
+        header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+        rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]]
+        tables.append(rows)
+    return tables
 
 
 def test_overhead_reports_a_ratio_for_equal_token_counts():
@@ -56,12 +71,18 @@ def test_banning_the_models_own_favourite_terms_leaks_nothing():
     assert banned["leaks"] == "0"
 
 
-def test_batched_throughput_compares_the_raw_loop_ours_and_antislop():
-    (row,) = run("batched_throughput.py", "--sequences", "2", "--tokens", "10", "--n-ctx", "128")
+def test_batched_throughput_compares_the_plain_loop_ours_and_antislop():
+    args = ("--sequences", "2", "--tokens", "10", "--n-ctx", "128", "--repeats", "1")
+    (row,), steps = run_tables("batched_throughput.py", *args)
     assert row["sequences"] == "2"
-    assert float(row["raw batched tok/s"]) > 0 and float(row["ours / raw"]) > 0
+    assert float(row["plain loop tok/s, flash attn off"]) > 0 and float(row["plain loop tok/s, auto"]) > 0
+    assert float(row["ours / plain"]) > 0 and float(row["AntiSlop / plain"]) > 0
     assert int(row["rewinds"]) > 0  # the words the model wrote are banned: the bans fire
-    assert float(row["µs/token outside decode"]) >= 0
+    assert [s["path"] for s in steps] == ["plain loop, auto", "ours", "ours + AntiSlop 1k"]
+    for step in steps:  # the parts of a step add up to it, and llama_decode is a part of every one
+        parts = [float(step[k]) for k in ("in llama_decode", "waiting for the slowest sequence", "other")]
+        assert parts[0] > 0 and all(p >= 0 for p in parts[1:])
+        assert abs(sum(parts) - float(step["ms/step"])) <= 0.15
 
 
 def test_sampling_overhead_covers_every_setting():
