@@ -172,6 +172,12 @@ def test_model_file_finds_the_file_behind_each_kind_of_provider(tmp_path):
     assert model_file(llamacpp) == gguf and model_file(slot) == gguf
     assert model_file(hf) == tmp_path
     assert recommended_sampling(slot).temperature == 0.25
+    mlx_dir = tmp_path / "mlx"  # an MlxProvider that models.load_provider loaded knows its directory
+    mlx_dir.mkdir()
+    (mlx_dir / "generation_config.json").write_text(json.dumps({"do_sample": True, "temperature": 0.3}))
+    mlx = SimpleNamespace(model=SimpleNamespace(), model_path=mlx_dir)
+    assert model_file(mlx) == mlx_dir and recommended_sampling(mlx).temperature == 0.3
+    assert model_file(SimpleNamespace(model=SimpleNamespace(), model_path=None)) is None
     # No file behind a scripted model or a remote engine (whose "model" is a name): llama.cpp's defaults.
     assert model_file(scripted()) is None
     assert model_file(SimpleNamespace(model="smollm2")) is None

@@ -30,8 +30,10 @@ def model_file(provider: Any) -> Path | None:
     """The GGUF file or the transformers directory behind ``provider``; ``None`` when there is none.
 
     Knows ``LlamacppProvider`` (its ``Llama``'s ``model_path``), a
-    ``BatchedLlamacpp`` slot (its shared ``Llama``) and ``TransformersProvider``
-    (its model's ``name_or_path``); reads attributes only, imports no backend.
+    ``BatchedLlamacpp`` slot (its shared ``Llama``), ``TransformersProvider``
+    (its model's ``name_or_path``) and an ``MlxProvider`` from
+    ``models.load_provider`` (its ``model_path``); reads attributes only,
+    imports no backend.
     """
     llm_path = getattr(_llama(provider), "model_path", None)
     if isinstance(llm_path, str) and llm_path:
@@ -39,6 +41,9 @@ def model_file(provider: Any) -> Path | None:
     hf_path = getattr(getattr(provider, "model", None), "name_or_path", None)
     if isinstance(hf_path, str) and hf_path and Path(hf_path).is_dir():
         return Path(hf_path)
+    mlx_path = getattr(provider, "model_path", None)  # an MlxProvider that models.load_provider loaded
+    if isinstance(mlx_path, Path) and mlx_path.is_dir():
+        return mlx_path
     return None
 
 

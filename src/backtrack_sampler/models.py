@@ -280,9 +280,11 @@ def _mlx_provider(model: str | Path | None) -> BaseProvider:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ModelLoadError(f"argument --model: cannot load {str(path)!r} with mlx-lm: {reason}") from None
     try:
-        return MlxProvider(*loaded)
+        provider = MlxProvider(*loaded)
     except ValueError as exc:
         raise ModelLoadError(f"argument --model: {exc}") from None
+    provider.model_path = Path(path)  # where its generation_config.json lies (model_sampling reads it)
+    return provider
 
 
 def load_mlx(model_path: str | Path) -> tuple[Any, Any]:

@@ -10,6 +10,7 @@ one, whose single row of logits is handed to the engine.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ class MlxProvider(BaseProvider):
         self._cache_lib = mlx_cache
         self.model = model
         self.tokenizer = tokenizer
+        self.model_path: Path | None = None  # the directory it was loaded from, when known
         self._cache = mlx_cache.make_prompt_cache(model)
         if not mlx_cache.can_trim_prompt_cache(self._cache):
             kinds = sorted({type(c).__name__ for c in self._cache if not c.is_trimmable()})
