@@ -44,7 +44,8 @@ def test_only_our_own_lines_reach_stderr_and_verbose_shows_llama_cpp(model, smol
     path = smollm_path if model == "smollm2" else gemma_gguf()
     quiet = generate(path)
     assert quiet.returncode == 0, quiet.stderr
-    assert quiet.stderr.splitlines() and all(line.startswith("finished (") for line in quiet.stderr.splitlines())
+    ours = ("sampling: ", "finished (")  # the sampling defaults that applied, and the summary
+    assert quiet.stderr.splitlines() and all(line.startswith(ours) for line in quiet.stderr.splitlines())
     loud = generate(path, "--verbose")
     assert loud.returncode == 0, loud.stderr[-2000:]
     assert "llama_model_loader" in loud.stderr or "llama_context" in loud.stderr
