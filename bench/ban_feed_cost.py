@@ -72,7 +72,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     provider = load_tokenizer()
-    source = (ROOT / "README.md").read_text(encoding="utf-8")
+    # Our own prose: the README and the documentation pages (the README alone held all of it until issue 23).
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    source = "".join(page.read_text(encoding="utf-8") for page in pages)
     long_text = (source * (1 + args.tokens * 4 // len(source)))[: args.tokens * 5]
     tokens = provider.encode(long_text, add_bos=False)[: args.tokens]
     text = provider.decode(tokens)

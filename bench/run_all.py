@@ -1,4 +1,4 @@
-"""Run every benchmark and print one markdown report (the README's Benchmarks section shows its latest output).
+"""Run every benchmark and print one markdown report (docs/benchmarks.md shows its latest output).
 
     python bench/run_all.py [--quick]
 

@@ -6,7 +6,7 @@ its TabbyAPI, KoboldCpp, llama.cpp and text-generation-webui (ooba) modes,
 whichever backend it talks to. The server reads those of ``HONOURED`` (fields
 of ``schemas.SamplingRequest``, checked like every field: a bad value is a 400
 naming it) and ignores those of ``IGNORED`` whatever their type, as it ignores
-any field it does not know; the README lists both.
+any field it does not know; docs/server-dialects.md lists both.
 """
 
 from __future__ import annotations
