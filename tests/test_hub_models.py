@@ -262,3 +262,16 @@ def test_transformers_backend_by_hub_id(hub_cache):
     expected = greedy(models.load_provider(str(directory), backend="transformers"))
     by_id = models.load_provider("org/smol", backend="transformers")
     assert greedy(by_id) == expected
+
+
+# -- mlx: the repo's HF-format model through mlx-lm ----------------------------------------------
+@pytest.mark.mlx
+def test_mlx_backend_by_hub_id(hub_cache):
+    pytest.importorskip("mlx_lm", reason="mlx-lm is not installed (extra: mlx)")
+    directory = models.embedded_hf_dir()
+    files = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file()}
+    snapshot = lay_out_repo(hub_cache, "org/smol", files)
+    expected = greedy(models.load_provider(str(directory), backend="mlx"))
+    by_id = models.load_provider("org/smol", backend="mlx")
+    assert by_id.model_path == snapshot  # loaded from the cache's snapshot, offline
+    assert greedy(by_id) == expected
