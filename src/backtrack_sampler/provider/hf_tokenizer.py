@@ -69,3 +69,26 @@ class HFTokenizer:
         if not getattr(self.tokenizer, "chat_template", None):
             raise NotImplementedError("this tokenizer has no chat template; pass a raw prompt")
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
+class HFTokenizerVocabulary:
+    """A provider's vocabulary methods from its ``HFTokenizer`` (``self._text``) and size (``self._n_vocab``).
+
+    Mixed into ``TransformersProvider`` and ``MlxProvider``, whose models both come with a Hugging Face tokenizer.
+    """
+
+    _text: HFTokenizer
+    _n_vocab: int
+
+    @property
+    def vocab_size(self) -> int:
+        return self._n_vocab
+
+    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        return self._text.encode(text, add_bos)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._text.token_bytes(token)
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        return self._text.apply_chat_template(messages)

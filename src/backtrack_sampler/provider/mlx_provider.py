@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from backtrack_sampler.core.base_provider import BaseProvider
-from backtrack_sampler.provider.hf_tokenizer import HFTokenizer
+from backtrack_sampler.provider.hf_tokenizer import HFTokenizer, HFTokenizerVocabulary
 
 PREFILL_STEP = 2048  # mlx_lm.generate_step's prefill_step_size: positions per chunk of a long prompt
 
 
-class MlxProvider(BaseProvider):
+class MlxProvider(HFTokenizerVocabulary, BaseProvider):
     """Wrap an ``mlx_lm`` model and its tokenizer, as ``mlx_lm.load(path_or_repo)`` returns them.
 
     Args:
@@ -62,19 +62,6 @@ class MlxProvider(BaseProvider):
         self.context_length = getattr(args, "max_position_embeddings", None)
         eos = getattr(tokenizer, "eos_token_ids", None) or self._text.eos_token_ids
         self.eos_token_ids = frozenset(int(t) for t in eos)
-
-    @property
-    def vocab_size(self) -> int:
-        return self._n_vocab
-
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
-        return self._text.encode(text, add_bos)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self._text.token_bytes(token)
-
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        return self._text.apply_chat_template(messages)
 
     def _forward(self, tokens: Sequence[int]) -> np.ndarray:
         mx = self._mx

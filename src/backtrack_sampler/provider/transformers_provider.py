@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from backtrack_sampler.core.base_provider import BaseProvider
-from backtrack_sampler.provider.hf_tokenizer import HFTokenizer
+from backtrack_sampler.provider.hf_tokenizer import HFTokenizer, HFTokenizerVocabulary
 
 
-class TransformersProvider(BaseProvider):
+class TransformersProvider(HFTokenizerVocabulary, BaseProvider):
     """Wrap a causal LM and its tokenizer, both already loaded by the user.
 
     Args:
@@ -69,19 +69,6 @@ class TransformersProvider(BaseProvider):
             return DynamicCache(config=self.model.config)
         except TypeError:  # transformers < 4.56 builds it without a config
             return DynamicCache()
-
-    @property
-    def vocab_size(self) -> int:
-        return self._n_vocab
-
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
-        return self._text.encode(text, add_bos)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self._text.token_bytes(token)
-
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        return self._text.apply_chat_template(messages)
 
     def _forward(self, tokens: Sequence[int]) -> np.ndarray:
         torch = self._torch
