@@ -8,15 +8,18 @@ median tokens/s of each and their ratio (target: at least 0.97). With
 never occur in the text (target: at least 0.95).
 
 The mlx backend runs the embedded model's safetensors export (``models.embedded_hf_dir``):
-Metal on a Mac, the CPU on Linux (``pip install "mlx[cpu]" mlx-lm``).
+Metal on a Mac, the CPU on Linux (``pip install "mlx[cpu]" mlx-lm``). ``MlxProvider``
+builds each next step ahead on the most likely token; ``--mlx-build-ahead both``
+adds a row for a provider that does not (``MlxProvider(build_ahead=False)``).
 
     python bench/overhead.py [--backends llamacpp transformers mlx] [--lengths 128 1024] [--repeats 3]
-        [--antislop 1000]
+        [--antislop 1000] [--mlx-build-ahead {on,off,both}]
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 
 from backtrack_sampler import AntiSlopStrategy, BacktrackSampler
 from common import BACKENDS as COMMON_BACKENDS
@@ -26,7 +29,7 @@ HEADER = ["backend", "new tokens", "raw tok/s", "generate tok/s", "ratio"]
 BACKENDS = (*COMMON_BACKENDS, "mlx")
 
 
-def load_mlx_backend() -> Backend:
+def load_mlx_backend(build_ahead: bool = True) -> Backend:
     """The embedded model on mlx-lm; its own generation is ``mlx_lm.stream_generate`` (greedy by default)."""
     import mlx_lm
 
@@ -34,7 +37,7 @@ def load_mlx_backend() -> Backend:
     from backtrack_sampler.provider.mlx_provider import MlxProvider
 
     model, tokenizer = load_mlx(embedded_hf_dir())
-    provider = MlxProvider(model, tokenizer)
+    provider = MlxProvider(model, tokenizer, build_ahead=build_ahead)
 
     def mlx_greedy(tokens: list[int], n: int) -> list[int]:
         return [r.token for r in mlx_lm.stream_generate(model, tokenizer, prompt=tokens, max_tokens=n)]
@@ -42,29 +45,35 @@ def load_mlx_backend() -> Backend:
     return Backend("mlx", provider, mlx_greedy, lambda: provider.rewind(0))
 
 
-def samplers(backend: Backend, antislop: int, n_tokens: int) -> list[tuple[str, BacktrackSampler]]:
-    """No strategy, and with ``antislop`` > 0 AntiSlop with that many phrases absent from a greedy control run."""
+Run = tuple[str, BacktrackSampler, Callable[[], None]]  # label, sampler, what empties its cache
+
+
+def samplers(backend: Backend, antislop: int, n_tokens: int, more: Sequence[Run] = ()) -> list[Run]:
+    """No strategy, ``more``, and with ``antislop`` > 0 AntiSlop with that many phrases absent from a control run."""
     provider = backend.provider
     plain = BacktrackSampler(provider)
     if not antislop:
-        return [(backend.name, plain)]
+        return [(backend.name, plain, backend.reset), *more]
     from ban_scaling import word_pairs
 
     backend.reset()
     control = plain.generate_text(provider.encode("Once upon a time"), max_new_tokens=n_tokens, temperature=0).text
     strategy = AntiSlopStrategy(provider, word_pairs(provider, antislop, avoid=control))
-    return [(backend.name, plain), (f"{backend.name} + AntiSlop {antislop}", BacktrackSampler(provider, strategy))]
+    antislop_run = (f"{backend.name} + AntiSlop {antislop}", BacktrackSampler(provider, strategy), backend.reset)
+    return [(backend.name, plain, backend.reset), *more, antislop_run]
 
 
-def measure(backend: Backend, lengths: list[int], repeats: int, antislop: int = 0) -> list[list]:
+def measure(
+    backend: Backend, lengths: list[int], repeats: int, antislop: int = 0, more: Sequence[Run] = ()
+) -> list[list]:
     tokens = backend.provider.encode("Once upon a time")
-    ours = samplers(backend, antislop, max(lengths))
+    ours = samplers(backend, antislop, max(lengths), more)
     backend.raw_greedy(tokens, 8)  # warm up every path
-    for _, sampler in ours:
+    for _, sampler, _ in ours:
         sum(1 for _ in sampler.generate(tokens, max_new_tokens=8, temperature=0))
     rows = []
     for n in lengths:
-        counts: dict[str, set[int]] = {"raw": set(), **{label: set() for label, _ in ours}}
+        counts: dict[str, set[int]] = {"raw": set(), **{label: set() for label, _, _ in ours}}
         speeds: dict[str, list[float]] = {label: [] for label in counts}
 
         def run_raw(n=n, counts=counts):
@@ -73,18 +82,18 @@ def measure(backend: Backend, lengths: list[int], repeats: int, antislop: int = 
             counts["raw"].add(count)
             return count
 
-        def run_ours(label, sampler, n=n, counts=counts):
-            backend.reset()
+        def run_ours(label, sampler, reset, n=n, counts=counts):
+            reset()
             count = sum(1 for _ in sampler.generate(tokens, max_new_tokens=n, temperature=0))
             counts[label].add(count)
             return count
 
-        runs = [("raw", run_raw), *((label, lambda s=s, lb=label: run_ours(lb, s)) for label, s in ours)]
+        runs = [("raw", run_raw), *((label, lambda s=s, lb=label, r=r: run_ours(lb, s, r)) for label, s, r in ours)]
         for i in range(repeats):  # rotate which one goes first
             for label, fn in runs[i % len(runs) :] + runs[: i % len(runs)]:
                 speeds[label].append(timed(fn))
         raw = median(speeds["raw"])
-        for label, _ in ours:
+        for label, _, _ in ours:
             mine = median(speeds[label])
             shown = "/".join(map(str, sorted(counts["raw"] | counts[label])))
             rows.append([label, shown, f"{raw:.1f}", f"{mine:.1f}", f"{mine / raw:.3f}"])
@@ -97,13 +106,33 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--antislop", type=int, default=0, metavar="N", help="also AntiSlop with N phrases")
+    parser.add_argument(
+        "--mlx-build-ahead",
+        choices=["on", "off", "both"],
+        default="on",
+        help="MlxProvider's build_ahead; both: a second row without it (default: on)",
+    )
     args = parser.parse_args()
     print(machine() + _mlx_version(args.backends))
     rows = []
     for name in args.backends:
-        backend = load_mlx_backend() if name == "mlx" else load_backend(name, n_ctx=max(args.lengths) + 64)
-        rows += measure(backend, args.lengths, args.repeats, args.antislop)
+        more: list[Run] = []
+        if name == "mlx":
+            backend = load_mlx_backend(build_ahead=args.mlx_build_ahead != "off")
+            if args.mlx_build_ahead == "both":
+                more.append(_without_build_ahead(backend))
+        else:
+            backend = load_backend(name, n_ctx=max(args.lengths) + 64)
+        rows += measure(backend, args.lengths, args.repeats, args.antislop, more)
     print(table(HEADER, rows))
+
+
+def _without_build_ahead(backend: Backend) -> Run:
+    """A second ``MlxProvider`` on the same model and tokenizer, building no step ahead."""
+    from backtrack_sampler.provider.mlx_provider import MlxProvider
+
+    provider = MlxProvider(backend.provider.model, backend.provider.tokenizer, build_ahead=False)
+    return (f"{backend.name}, no build-ahead", BacktrackSampler(provider), lambda: provider.rewind(0))
 
 
 def _mlx_version(backends: list[str]) -> str:

@@ -44,6 +44,16 @@ def test_overhead_reports_a_ratio_for_equal_token_counts():
     assert float(row["ratio"]) > 0
 
 
+@pytest.mark.mlx
+def test_overhead_on_mlx_rows_for_each_provider_and_antislop():
+    pytest.importorskip("mlx_lm", reason="mlx-lm is not installed (extra: mlx)")
+    pytest.importorskip("transformers", reason="the safetensors export of the embedded model needs transformers")
+    args = ("--backends", "mlx", "--lengths", "4", "--repeats", "1", "--antislop", "20", "--mlx-build-ahead", "both")
+    rows = run("overhead.py", *args)
+    assert [r["backend"] for r in rows] == ["mlx", "mlx, no build-ahead", "mlx + AntiSlop 20"]
+    assert all(r["new tokens"] == "4" and float(r["ratio"]) > 0 for r in rows)
+
+
 def test_rewind_cost_never_re_evaluates_the_prompt():
     (row,) = run("rewind_cost.py", "--tokens", "24", "--seeds", "1")
     assert int(row["rewinds"]) > 0

@@ -92,6 +92,52 @@ def test_trimmed_cache_gives_the_logits_of_a_fresh_one(mlx_model, mlx_provider, 
     np.testing.assert_array_equal(mlx_provider.prefill(story), first)  # the memoized prompt
 
 
+def test_steps_built_ahead_give_the_logits_of_a_provider_that_never_builds_ahead(mlx_model, story):
+    """Taken, undone by another token, a chunk, a rewind or another thread: the logits stay the same, bit for bit."""
+    import threading
+
+    from backtrack_sampler.provider.mlx_provider import MlxProvider
+
+    ahead, plain = MlxProvider(*mlx_model), MlxProvider(*mlx_model, build_ahead=False)
+
+    def both(call):
+        got, expected = call(ahead), call(plain)
+        np.testing.assert_array_equal(got, expected)
+        return got
+
+    def in_thread(call):
+        def run(provider):
+            box = []
+            worker = threading.Thread(target=lambda: box.append(call(provider)))
+            worker.start()
+            worker.join()
+            return box[0]
+
+        return run
+
+    logits = both(lambda p: p.prefill(story))
+    ranked = np.argsort(-logits)
+    logits = both(lambda p: p.forward([int(ranked[0])]))  # the most likely token: the step built ahead is taken
+    assert (ahead.ahead_hits, ahead.ahead_misses) == (1, 0)
+    logits = both(lambda p: p.forward([int(np.argsort(-logits)[1])]))  # the second: undone, built again
+    assert (ahead.ahead_hits, ahead.ahead_misses) == (1, 1)
+    top = int(np.argmax(logits))
+    both(lambda p: p.forward([top, 42, 7]))  # a chunk starting with the guessed token
+    assert ahead.ahead_misses == 2
+    both(lambda p: (p.rewind(p.n_past - 2), p.forward([top]))[1])  # a rewind while a step is built ahead
+    logits = both(in_thread(lambda p: p.forward([top])))  # taken by another thread: built again there
+    assert (ahead.ahead_hits, ahead.ahead_misses) == (1, 3)
+    logits = both(lambda p: p.forward([int(np.argmax(logits))]))  # built by the worker, taken here: again
+    logits = both(lambda p: p.forward([int(np.argmax(logits))]))
+    assert (ahead.ahead_hits, ahead.ahead_misses) == (2, 4)
+    assert ahead.n_past == plain.n_past and ahead.positions_evaluated == plain.positions_evaluated
+    sampled = [
+        BacktrackSampler(p).generate_text(story, max_new_tokens=N, temperature=1.0, seed=3).tokens
+        for p in (ahead, plain)
+    ]
+    assert sampled[0] == sampled[1]
+
+
 def test_sequences_taking_turns_restore_their_saved_state(mlx_model, mlx_provider):
     from backtrack_sampler.provider.mlx_provider import MlxProvider
 
