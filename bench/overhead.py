@@ -3,7 +3,9 @@
 Greedy, same prompt, same process, interleaved: llama.cpp's
 ``create_completion``, transformers' ``model.generate`` and mlx-lm's
 ``stream_generate`` against ``BacktrackSampler(provider).generate``. Prints the
-median tokens/s of each and their ratio (target: at least 0.97). With
+median tokens/s of each and their ratio (target: at least 0.97), and the median
+of each round's ratio (a round runs each once, back to back: a machine whose
+speed drifts moves both alike). With
 ``--antislop N`` a second row per backend runs AntiSlop with N phrases that
 never occur in the text (target: at least 0.95).
 
@@ -25,7 +27,7 @@ from backtrack_sampler import AntiSlopStrategy, BacktrackSampler
 from common import BACKENDS as COMMON_BACKENDS
 from common import Backend, load_backend, machine, median, table, timed
 
-HEADER = ["backend", "new tokens", "raw tok/s", "generate tok/s", "ratio"]
+HEADER = ["backend", "new tokens", "raw tok/s", "generate tok/s", "ratio", "ratio per round"]
 BACKENDS = (*COMMON_BACKENDS, "mlx")
 
 
@@ -96,7 +98,8 @@ def measure(
         for label, _, _ in ours:
             mine = median(speeds[label])
             shown = "/".join(map(str, sorted(counts["raw"] | counts[label])))
-            rows.append([label, shown, f"{raw:.1f}", f"{mine:.1f}", f"{mine / raw:.3f}"])
+            per_round = median([a / b for a, b in zip(speeds[label], speeds["raw"], strict=True)])
+            rows.append([label, shown, f"{raw:.1f}", f"{mine:.1f}", f"{mine / raw:.3f}", f"{per_round:.3f}"])
     return rows
 
 
